@@ -1,0 +1,163 @@
+"""Resolve the pipeline configuration: schema <- conf/defaults.yaml <- profile <- params.yaml <- CLI.
+
+Every stage calls :func:`load_config` first. The result is validated against
+:class:`~pipeline.config.schema.PipelineConfig` (unknown key or wrong type -> :class:`ConfigError`
+naming the key) and checked for consistency across sections, before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.config.schema import PipelineConfig
+from pipeline.io import atomic_write_text
+
+PROFILES = ("ci", "mini", "released", "paper")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key in the message."""
+
+
+def default_conf_dir() -> Path:
+    """``$GLIDE_CONF_DIR``, else ``./conf`` when it exists, else the ``conf/`` of the source tree."""
+    env = os.environ.get("GLIDE_CONF_DIR")
+    if env:
+        return Path(env)
+    local = Path.cwd() / "conf"
+    if local.is_dir():
+        return local
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"{what} not found: {path}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {path} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a mapping at the top level")
+    return data
+
+
+def _merge_layer(base: DictConfig, layer: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, layer)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"invalid config key '{key}' (from {source}): {err.msg}") from err
+
+
+def _profile_from(params: dict[str, Any], dotlist: Sequence[str], fallback: str) -> str:
+    for item in reversed(list(dotlist)):
+        if item.startswith("profile="):
+            return item.split("=", 1)[1]
+    return str(params.get("profile") or fallback)
+
+
+def load_config(
+    overrides: Sequence[str] = (),
+    params_path: str | os.PathLike[str] | None = "params.yaml",
+    conf_dir: str | os.PathLike[str] | None = None,
+) -> DictConfig:
+    """Return the resolved, validated, read-only configuration.
+
+    Layers, later wins: the typed schema's defaults, ``conf/defaults.yaml``, the profile
+    ``conf/profiles/<profile>.yaml``, ``params.yaml`` (if it exists), then ``overrides`` given as
+    an OmegaConf dotlist (``["shard.num_samples=100"]``). The profile comes from the dotlist, else
+    from ``params.yaml``'s ``profile:`` key, else from the defaults file.
+    """
+    conf = Path(conf_dir) if conf_dir is not None else default_conf_dir()
+    cfg: DictConfig = OmegaConf.structured(PipelineConfig)
+    defaults = _read_yaml(conf / "defaults.yaml", "defaults file")
+    cfg = _merge_layer(cfg, defaults, str(conf / "defaults.yaml"))
+
+    params: dict[str, Any] = {}
+    if params_path is not None and Path(params_path).exists():
+        params = _read_yaml(Path(params_path), "params file")
+    profile = _profile_from(params, overrides, str(cfg.profile))
+    if profile not in PROFILES:
+        raise ConfigError(f"invalid config key 'profile': unknown profile {profile!r}; one of {PROFILES}")
+    profile_file = conf / "profiles" / f"{profile}.yaml"
+    cfg = _merge_layer(cfg, _read_yaml(profile_file, "profile file"), str(profile_file))
+    cfg = _merge_layer(cfg, params, str(params_path))
+    try:
+        cli = OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid command-line override: {err}") from err
+    cfg = _merge_layer(cfg, cli, "command line")
+    cfg.profile = profile
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"invalid config key '{key}': {err.msg}") from err
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"invalid config key '{key}': {message}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value and cross-section checks that the type system cannot express."""
+    shard = cfg.shard
+    _require(shard.source in ("synthetic", "folder", "webdataset"), "shard.source",
+             f"must be synthetic, folder or webdataset, got {shard.source!r}")
+    _require(shard.source == "synthetic" or bool(shard.input_path), "shard.input_path",
+             f"required when shard.source is {shard.source!r}")
+    _require(shard.num_samples > 0, "shard.num_samples", "must be positive")
+    _require(0.0 <= shard.val_fraction < 1.0, "shard.val_fraction", "must be in [0, 1)")
+    _require(shard.samples_per_shard > 0, "shard.samples_per_shard", "must be positive")
+    _require(shard.base_resolution > 0, "shard.base_resolution", "must be positive")
+    _require(shard.upsample_resolution % shard.base_resolution == 0, "shard.upsample_resolution",
+             "must be a multiple of shard.base_resolution")
+    _require(0.0 <= shard.max_skipped_fraction <= 1.0, "shard.max_skipped_fraction",
+             "must be in [0, 1]")
+    syn = shard.synthetic
+    _require(1 <= syn.min_objects <= syn.max_objects, "shard.synthetic.min_objects",
+             "need 1 <= min_objects <= max_objects")
+    base = cfg.base_model
+    _require(base.image_size == shard.base_resolution, "base_model.image_size",
+             f"must equal shard.base_resolution ({shard.base_resolution})")
+    _require(base.tokenizer in ("clip", "gpt2"), "base_model.tokenizer", "must be clip or gpt2")
+    train = cfg.pretrain_base
+    _require(train.max_steps > 0, "pretrain_base.max_steps", "must be positive")
+    _require(train.batch_size > 0, "pretrain_base.batch_size", "must be positive")
+    _require(0.0 <= train.caption_drop_prob <= 1.0, "pretrain_base.caption_drop_prob",
+             "must be in [0, 1]")
+    _require(train.strategy in ("ddp", "fsdp"), "pretrain_base.strategy", "must be ddp or fsdp")
+
+
+def save_config(cfg: DictConfig, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    return atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def to_flat_dict(cfg: DictConfig) -> dict[str, Any]:
+    """Flatten to ``{"shard.num_samples": 2000, ...}`` (lists kept as values)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat

@@ -1,0 +1,162 @@
+"""Typed schema of the whole pipeline configuration.
+
+One dataclass per section; the top-level :class:`PipelineConfig` has one field per DVC stage
+(``shard``, ``pretrain_base``, ...) plus the sections they share (``ray``, ``tracking``, the model
+sections). Model sections use GLIDE's own option names so GLIDE users recognise them.
+
+OmegaConf turns these dataclasses into a structured config: an unknown key or a value of the wrong
+type is an error that names the key, raised before any stage does work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+
+@dataclass
+class RayConfig:
+    """Where Ray runs. ``address`` empty starts a local Ray with the given resources."""
+
+    address: str = ""
+    num_cpus: int = 2
+    object_store_memory_mb: int = 512
+    include_dashboard: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking. ``uri`` empty means a SQLite store ``mlflow.db`` at the repo root.
+
+    The environment variable MLFLOW_TRACKING_URI, when set, wins over ``uri``.
+    """
+
+    uri: str = ""
+    experiment: str = "glide"
+    artifact_root: str = "mlartifacts"
+    enabled: bool = True
+
+
+@dataclass
+class SyntheticScenesConfig:
+    """The embedded, procedurally generated captioned-scene dataset."""
+
+    min_objects: int = 1
+    max_objects: int = 3
+    shapes: list[str] = field(
+        default_factory=lambda: ["circle", "square", "triangle", "diamond", "star", "cross"]
+    )
+    colours: list[str] = field(
+        default_factory=lambda: [
+            "red",
+            "green",
+            "blue",
+            "yellow",
+            "purple",
+            "orange",
+            "white",
+            "black",
+        ]
+    )
+    sizes: list[str] = field(default_factory=lambda: ["small", "large"])
+    backgrounds: list[str] = field(default_factory=lambda: ["gray"])
+    relation_probability: float = 0.7
+
+
+@dataclass
+class ShardConfig:
+    """The ``shard`` stage: input -> validated, resized samples -> WebDataset tar shards."""
+
+    source: str = "synthetic"  # synthetic | folder | webdataset
+    input_path: str = ""  # folder of images + .txt captions, or a glob/folder of .tar shards
+    num_samples: int = 2000  # synthetic only: how many scenes to generate
+    val_fraction: float = 0.05
+    samples_per_shard: int = 500
+    base_resolution: int = 64
+    upsample_resolution: int = 256
+    min_image_size: int = 64  # shorter side in pixels, before resizing
+    max_aspect_ratio: float = 2.0
+    max_image_pixels: int = 89_478_485  # decompression-bomb limit (PIL's default)
+    max_skipped_fraction: float = 0.1
+    batch_size: int = 64  # Ray Data batch size for decoding/resizing
+    output_dir: str = "data/shards"
+    synthetic: SyntheticScenesConfig = field(default_factory=SyntheticScenesConfig)
+
+
+@dataclass
+class GlideModelConfig:
+    """A GLIDE UNet + text transformer, in GLIDE's option names, with its diffusion schedule."""
+
+    image_size: int = 64
+    num_channels: int = 192
+    num_res_blocks: int = 3
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    attention_resolutions: list[int] = field(default_factory=lambda: [32, 16, 8])
+    num_heads: int = 1
+    num_head_channels: int = 64
+    num_heads_upsample: int = -1
+    dropout: float = 0.1
+    text_ctx: int = 128
+    xf_width: int = 512
+    xf_layers: int = 16
+    xf_heads: int = 8
+    xf_final_ln: bool = True
+    xf_padding: bool = True
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = True
+    use_checkpoint: bool = False
+    inpaint: bool = False
+    super_res: bool = False
+    diffusion_steps: int = 1000
+    noise_schedule: str = "squaredcos_cap_v2"
+    tokenizer: str = "clip"  # clip | gpt2
+    gpt2_encoder_json: str = ""  # gpt2 only: user-supplied vocabulary files
+    gpt2_vocab_bpe: str = ""
+
+
+@dataclass
+class TrainConfig:
+    """One diffusion training stage (the same Lightning module serves all of them)."""
+
+    max_steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 100
+    lr_schedule: str = "constant"  # constant | cosine
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    caption_drop_prob: float = 0.0
+    checkpoint_every_steps: int = 200
+    sample_every_steps: int = 500
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_steps: str = "ddim25"
+    sample_guidance: list[float] = field(default_factory=lambda: [1.0])
+    log_every_steps: int = 10
+    max_consecutive_nonfinite: int = 5
+    num_workers: int = 1
+    cpus_per_worker: int = 2
+    use_gpu: bool = False
+    strategy: str = "ddp"  # ddp | fsdp
+    torch_threads: int = 0  # 0 -> cpus_per_worker
+    skip_corrupt_samples: bool = False
+    init_from: str = ""  # checkpoint to start from (fine-tuning stages)
+    output: str = MISSING
+
+
+@dataclass
+class PipelineConfig:
+    """The whole resolved configuration; one field per stage section plus shared sections."""
+
+    profile: str = "mini"
+    seed: int = 0
+    ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    base_model: GlideModelConfig = field(default_factory=GlideModelConfig)
+    pretrain_base: TrainConfig = field(
+        default_factory=lambda: TrainConfig(output="models/base.pt")
+    )
