@@ -51,12 +51,45 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _first_line(err: OmegaConfBaseException) -> str:
+    return str(getattr(err, "msg", err)).splitlines()[0]
+
+
 def _merge_layer(base: DictConfig, layer: Any, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, layer)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"invalid config key '{key}' (from {source}): {err.msg}") from err
+        raise ConfigError(f"invalid config key '{key}' (from {source}): {_first_line(err)}") from err
+
+
+def drop_nulls(tree: dict[str, Any]) -> dict[str, Any]:
+    """Remove ``null`` leaves: in params.yaml a null means "keep the profile's value"."""
+    kept: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            kept[key] = drop_nulls(value)
+        elif value is not None:
+            kept[key] = value
+    return kept
+
+
+def params_template() -> dict[str, Any]:
+    """Every key of the schema with a null value: the skeleton of params.yaml.
+
+    params.yaml lists every key (so ``dvc exp run -S section.key=value`` can set any of them)
+    with null meaning "inherit from the profile".
+    """
+
+    def nullify(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: nullify(value) for key, value in node.items()}
+        return None
+
+    tree = OmegaConf.to_container(OmegaConf.structured(PipelineConfig), throw_on_missing=False)
+    template = nullify(tree)
+    template["profile"] = "mini"
+    return template
 
 
 def _profile_from(params: dict[str, Any], dotlist: Sequence[str], fallback: str) -> str:
@@ -91,7 +124,7 @@ def load_config(
         raise ConfigError(f"invalid config key 'profile': unknown profile {profile!r}; one of {PROFILES}")
     profile_file = conf / "profiles" / f"{profile}.yaml"
     cfg = _merge_layer(cfg, _read_yaml(profile_file, "profile file"), str(profile_file))
-    cfg = _merge_layer(cfg, params, str(params_path))
+    cfg = _merge_layer(cfg, drop_nulls(params), str(params_path))
     try:
         cli = OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as err:
@@ -102,7 +135,7 @@ def load_config(
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"invalid config key '{key}': {err.msg}") from err
+        raise ConfigError(f"invalid config key '{key}': {_first_line(err)}") from err
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg

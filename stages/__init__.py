@@ -1,0 +1,1 @@
+"""Thin entry points, one per DVC stage: resolve config, call the library, write outputs."""
