@@ -138,11 +138,13 @@ class TrainConfig:
     log_every_steps: int = 10
     max_consecutive_nonfinite: int = 5
     num_workers: int = 1
-    cpus_per_worker: int = 2
+    cpus_per_worker: int = 1  # Ray CPU slots per worker; leave some for Ray Data
     use_gpu: bool = False
     strategy: str = "ddp"  # ddp | fsdp
-    torch_threads: int = 0  # 0 -> cpus_per_worker
+    torch_threads: int = 0  # intra-op threads per worker; 0 -> cpus_per_worker
     skip_corrupt_samples: bool = False
+    shuffle_buffer: int = 1000  # rows in each worker's seeded local shuffle buffer (0 = off)
+    checkpoint_dir: str = "checkpoints"  # resume checkpoints: <dir>/<stage>/<fingerprint>/
     init_from: str = ""  # checkpoint to start from (fine-tuning stages)
     output: str = MISSING
 

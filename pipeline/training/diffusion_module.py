@@ -1,0 +1,206 @@
+"""The one Lightning module for every GLIDE diffusion stage.
+
+Base pretraining, classifier-free-guidance fine-tuning, inpainting fine-tuning and upsampler
+training differ only by configuration: the model variant (``inpaint``, ``super_res``), the
+noise schedule, the caption-drop probability and the optimiser settings.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from pipeline.diffusion import create_diffusion
+from pipeline.models import create_glide_model
+from pipeline.models.model_file import model_file_payload
+from pipeline.text import PAD_ID
+from pipeline.training.ema import EMA
+from pipeline.training.optim import build_optimizer
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after too many consecutive steps with a NaN or infinite loss."""
+
+
+def images_to_model_range(images: Tensor) -> Tensor:
+    """uint8 [B, H, W, 3] or float [B, 3, H, W] in [-1, 1] -> float [B, 3, H, W] in [-1, 1]."""
+    if images.dtype == torch.uint8:
+        return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return images.float()
+
+
+def drop_captions(tokens: Tensor, mask: Tensor, drop: Tensor) -> tuple[Tensor, Tensor]:
+    """Replace the captions where ``drop`` [B] is True by the empty caption (all padding)."""
+    tokens = torch.where(drop[:, None], torch.full_like(tokens, PAD_ID), tokens)
+    mask = mask & ~drop[:, None]
+    return tokens, mask
+
+
+class GlideDiffusionModule(pl.LightningModule):
+    """Trains a GLIDE UNet with the hybrid loss; keeps an EMA of its weights.
+
+    ``model_kwargs``: arguments of ``create_glide_model``; ``diffusion``: ``diffusion_steps`` and
+    ``noise_schedule``; ``train``: the stage's TrainConfig as a plain dict.
+    """
+
+    def __init__(
+        self,
+        model_kwargs: dict[str, Any],
+        diffusion: dict[str, Any],
+        train: dict[str, Any],
+        tokenizer_identity: str,
+        init_state_dict: dict[str, Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model_kwargs = dict(model_kwargs)
+        self.diffusion_settings = dict(diffusion)
+        self.train_cfg = dict(train)
+        self.tokenizer_identity = tokenizer_identity
+        self.model = create_glide_model(**self.model_kwargs)
+        if init_state_dict is not None:
+            self.model.load_state_dict(init_state_dict, strict=True)
+        self.diffusion = create_diffusion(diffusion["diffusion_steps"], diffusion["noise_schedule"])
+        self.ema = EMA(self.model, train["ema_decay"])
+        self.nonfinite_total = 0
+        self.nonfinite_in_a_row = 0
+        self.data_position = (0, -1)  # (epoch, index of the last batch consumed in that epoch)
+        self.recent: dict[str, deque[float]] = {}
+        self._ema_step = -1
+
+    # ------------------------------------------------------------------ training
+    def conditioning(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Model inputs other than x_t and t: the caption (some dropped), variant inputs."""
+        tokens, mask = batch["tokens"], batch["mask"].bool()
+        p_drop = float(self.train_cfg["caption_drop_prob"])
+        dropped = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        if p_drop > 0:
+            dropped = torch.rand(tokens.shape[0], device=tokens.device) < p_drop
+            tokens, mask = drop_captions(tokens, mask, dropped)
+        kwargs: dict[str, Tensor] = {"tokens": tokens, "mask": mask, "_dropped": dropped}
+        if self.model.super_res:
+            kwargs["low_res"] = images_to_model_range(batch["low_res"])
+        return kwargs
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        if "epoch" in batch:
+            self.data_position = (int(batch["epoch"][0]), int(batch["index"][0]))
+        x_start = images_to_model_range(batch["image"])
+        kwargs = self.conditioning(batch)
+        dropped = kwargs.pop("_dropped")
+        t = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), device=self.device)
+        losses = self.diffusion.training_losses(self.model, x_start, t, model_kwargs=kwargs)
+        loss = losses["loss"].mean()
+        finite = torch.isfinite(loss).float()
+        if self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
+        if finite.item() < 1.0:
+            return self._skip_nonfinite()
+        self.nonfinite_in_a_row = 0
+        self._log_losses(losses, t, dropped)
+        return loss
+
+    def _skip_nonfinite(self) -> None:
+        self.nonfinite_total += 1
+        self.nonfinite_in_a_row += 1
+        self.log("train/nonfinite_steps", float(self.nonfinite_total), rank_zero_only=True)
+        limit = int(self.train_cfg["max_consecutive_nonfinite"])
+        if self.nonfinite_in_a_row >= limit:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_a_row} consecutive steps had a NaN/inf loss (limit {limit}, "
+                f"{self.nonfinite_total} in total, at step {self.global_step}): lower the "
+                "learning rate, check the data, or raise max_consecutive_nonfinite"
+            )
+        return None
+
+    def _log_losses(self, losses: dict[str, Tensor], t: Tensor, dropped: Tensor) -> None:
+        values = {f"train/{name}": value.mean() for name, value in losses.items()}
+        quartile = (t * 4) // self.diffusion.num_timesteps  # [B] in 0..3
+        for q in range(4):
+            selected = quartile == q
+            if selected.any():
+                values[f"train/loss_q{q}"] = losses["loss"][selected].mean()
+        if float(self.train_cfg["caption_drop_prob"]) > 0:
+            if (~dropped).any():
+                values["train/loss_cond"] = losses["loss"][~dropped].mean()
+            if dropped.any():
+                values["train/loss_uncond"] = losses["loss"][dropped].mean()
+        self.log_dict(values, prog_bar=False, on_step=True, on_epoch=False)
+        self.log("loss", values["train/loss"], prog_bar=True, logger=False)
+        for name in ("loss", "mse", "vb"):
+            window = self.recent.setdefault(name, deque(maxlen=50))
+            window.append(float(losses[name].mean().detach()))
+
+    def on_fit_start(self) -> None:
+        self.ema.shadow = {k: v.to(self.device) for k, v in self.ema.shadow.items()}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step != self._ema_step:  # an optimizer step happened
+            self.ema.update(self.model)
+            self._ema_step = self.global_step
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.train_cfg
+        optimizer, scheduler = build_optimizer(
+            self.model.parameters(),
+            lr=float(cfg["lr"]),
+            weight_decay=float(cfg["weight_decay"]),
+            betas=(float(cfg["adam_betas"][0]), float(cfg["adam_betas"][1])),
+            warmup_steps=int(cfg["warmup_steps"]),
+            max_steps=int(cfg["max_steps"]),
+            schedule=str(cfg["lr_schedule"]),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ state
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["glide"] = {
+            "ema": self.ema.state_dict(),
+            "nonfinite_total": self.nonfinite_total,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "data_position": list(self.data_position),
+            "ema_step": self._ema_step,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "recent": {k: list(v) for k, v in self.recent.items()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["glide"]
+        self.ema.load_state_dict(state["ema"])
+        self.nonfinite_total = int(state["nonfinite_total"])
+        self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
+        self.data_position = (int(state["data_position"][0]), int(state["data_position"][1]))
+        self._ema_step = int(state["ema_step"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.recent = {k: deque(v, maxlen=50) for k, v in state["recent"].items()}
+
+    # ------------------------------------------------------------------ outputs
+    def ema_model(self) -> torch.nn.Module:
+        """A copy of the network holding the EMA weights, in eval mode (for samples, export)."""
+        model = copy.deepcopy(self.model)
+        self.ema.copy_to(model)
+        return model.eval()
+
+    def final_losses(self) -> dict[str, float]:
+        """Mean of the last (up to 50) steps' loss, mse and vb."""
+        return {k: sum(v) / len(v) for k, v in self.recent.items() if v}
+
+    def model_file(self, *, mlflow_run_id: str, stage: str) -> dict[str, Any]:
+        """The model file payload with the EMA weights."""
+        return model_file_payload(
+            {k: v.float() if v.is_floating_point() else v for k, v in self.ema.shadow.items()},
+            self.model.config,
+            diffusion=self.diffusion_settings,
+            tokenizer=self.tokenizer_identity,
+            step=int(self.global_step),
+            mlflow_run_id=mlflow_run_id,
+            stage=stage,
+            extra={"nonfinite_steps": self.nonfinite_total},
+        )

@@ -1,0 +1,54 @@
+"""Exponential moving average of model weights (GLIDE: decay 0.9999)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """Keeps ``shadow = decay * shadow + (1 - decay) * param`` for every floating-point tensor.
+
+    Buffers that are not floating point are copied. The shadow lives on the model's device in
+    float32 (also when training in bf16) and is saved in checkpoints via ``state_dict``.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.shadow = {
+            name: t.detach().clone().float() if t.is_floating_point() else t.detach().clone()
+            for name, t in model.state_dict().items()
+        }
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the shadow towards the model's current weights."""
+        floats_shadow, floats_model = [], []
+        for name, tensor in model.state_dict().items():
+            target = self.shadow[name]
+            if target.is_floating_point():
+                floats_shadow.append(target)
+                floats_model.append(tensor.detach().float())
+            else:
+                target.copy_(tensor)
+        if floats_shadow:
+            torch._foreach_lerp_(floats_shadow, floats_model, 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: t.clone() for name, t in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) - set(state)
+        unexpected = set(state) - set(self.shadow)
+        if missing or unexpected:
+            raise KeyError(f"EMA state mismatch: missing {sorted(missing)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}")
+        for name, tensor in state.items():
+            self.shadow[name].copy_(tensor)
+
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into ``model`` (cast to its dtypes)."""
+        current = model.state_dict()
+        model.load_state_dict({k: v.to(dtype=current[k].dtype) for k, v in self.shadow.items()})

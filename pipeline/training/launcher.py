@@ -1,0 +1,232 @@
+"""Run a diffusion training stage on Ray Train: TorchTrainer + Lightning, fed by Ray Data.
+
+The same code runs on one CPU worker (CI, laptops) and on many GPU workers of a cluster
+(``ray.address``, ``num_workers``, ``use_gpu``, ``cpus_per_worker`` from the stage's config).
+Checkpoints for resuming go to ``<checkpoint_dir>/<stage>/<fingerprint>/last.ckpt``, where the
+fingerprint covers everything that determines the result (config sections, seed, input data), so
+a changed config never resumes a stale run. The final EMA model comes back to the driver as a Ray
+Train checkpoint and is written atomically to the stage's ``output``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.io import atomic_output_path
+
+FINAL_MODEL = "model.pt"
+FINAL_GRID = "samples.png"
+
+
+def run_fingerprint(cfg: DictConfig, stage: str, model_section: str, data_id: str) -> str:
+    """A short hash of what determines a stage's result: its section, the model, seed, data."""
+    relevant = {
+        "stage": stage,
+        "train": OmegaConf.to_container(cfg[stage], resolve=True),
+        "model": OmegaConf.to_container(cfg[model_section], resolve=True),
+        "seed": int(cfg.seed),
+        "data": data_id,
+    }
+    for volatile in ("sample_every_steps", "sample_prompts", "sample_steps", "sample_guidance",
+                     "log_every_steps", "checkpoint_every_steps", "output", "checkpoint_dir"):
+        relevant["train"].pop(volatile, None)
+    blob = json.dumps(relevant, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def resume_checkpoint_dir(cfg: DictConfig, stage: str, fingerprint: str) -> Path:
+    return Path(cfg[stage].checkpoint_dir).resolve() / stage / fingerprint
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker: build the module, the data stream and a Lightning Trainer; fit."""
+    import lightning.pytorch as pl
+    import ray.train
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import MLFlowLogger
+    from ray.train.lightning import (
+        RayDDPStrategy,
+        RayFSDPStrategy,
+        RayLightningEnvironment,
+        prepare_trainer,
+    )
+
+    from pipeline.training.callbacks import SampleGridCallback, StepProgressBar
+    from pipeline.training.checkpoint_io import AtomicCheckpointIO
+    from pipeline.training.data_feed import EpochFeed
+    from pipeline.training.diffusion_module import GlideDiffusionModule
+    from pipeline.training.model_setup import build_tokenizer
+
+    cfg = OmegaConf.create(config["cfg"])
+    stage, model_section = config["stage"], config["model_section"]
+    train = cfg[stage]
+    threads = int(train.torch_threads) or int(train.cpus_per_worker)
+    torch.set_num_threads(threads)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+
+    tokenizer = build_tokenizer(cfg[model_section])
+    init_state = None
+    if config.get("init_from"):
+        from pipeline.models.model_file import read_model_file
+
+        init_state = read_model_file(config["init_from"])["state_dict"]
+    module = GlideDiffusionModule(
+        config["model_kwargs"],
+        config["diffusion"],
+        OmegaConf.to_container(train, resolve=True),
+        tokenizer.identity,
+        init_state_dict=init_state,
+    )
+
+    per_worker = max(1, int(train.batch_size) // world)
+    feed = EpochFeed(
+        ray.train.get_dataset_shard("train"),
+        per_worker,
+        seed=int(cfg.seed) + rank,
+        position=lambda: module.data_position,
+        shuffle_buffer=int(config["shuffle_buffer"]),
+    )
+    ckpt_dir = Path(config["checkpoint_dir"])
+    logger: Any = False
+    log_image = None
+    if config.get("tracking_uri") and config.get("run_id"):
+        logger = MLFlowLogger(tracking_uri=config["tracking_uri"], run_id=config["run_id"])
+        if rank == 0:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=config["tracking_uri"])
+
+            def log_image(image: Any, artifact_file: str) -> None:
+                client.log_image(config["run_id"], image, artifact_file=artifact_file)
+
+    grids = SampleGridCallback(
+        tokenizer,
+        list(train.sample_prompts),
+        list(train.sample_guidance),
+        every_n_steps=int(train.sample_every_steps),
+        steps=str(train.sample_steps),
+        seed=int(cfg.seed),
+        log_image=log_image,
+    )
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="last",
+            every_n_train_steps=int(train.checkpoint_every_steps),
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        grids,
+        StepProgressBar(refresh_rate=max(1, int(train.log_every_steps))),
+    ]
+    strategy = RayFSDPStrategy() if train.strategy == "fsdp" else RayDDPStrategy()
+    trainer = pl.Trainer(
+        max_steps=int(train.max_steps),
+        accelerator="gpu" if train.use_gpu else "cpu",
+        devices="auto",
+        strategy=strategy,
+        plugins=[RayLightningEnvironment(), AtomicCheckpointIO()],
+        precision=str(train.precision),
+        gradient_clip_val=float(train.grad_clip) or None,
+        logger=logger,
+        callbacks=callbacks,
+        log_every_n_steps=int(train.log_every_steps),
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        enable_model_summary=False,
+        max_epochs=-1,
+    )
+    trainer = prepare_trainer(trainer)
+    last = ckpt_dir / "last.ckpt"
+    trainer.fit(module, train_dataloaders=feed, ckpt_path=str(last) if last.exists() else None)
+
+    metrics = {"step": int(module.global_step), "nonfinite_steps": module.nonfinite_total}
+    metrics.update({f"final_{k}": v for k, v in module.final_losses().items()})
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(
+                module.model_file(mlflow_run_id=config.get("run_id") or "", stage=stage),
+                Path(tmp) / FINAL_MODEL,
+            )
+            if grids.last_grid is not None:
+                grids.last_grid.save(Path(tmp) / FINAL_GRID)
+            (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    else:
+        ray.train.report(metrics)
+
+
+def fit_on_ray(
+    cfg: DictConfig,
+    *,
+    stage: str,
+    model_section: str,
+    dataset: Any,
+    model_kwargs: dict[str, Any],
+    diffusion: dict[str, Any],
+    fingerprint: str,
+    run_id: str = "",
+    tracking_uri: str = "",
+    init_from: str = "",
+    shuffle_buffer: int = 0,
+    grid_output: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train on Ray Train; write the EMA model file to ``cfg[stage].output``; return metrics."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    train = cfg[stage]
+    ckpt_dir = resume_checkpoint_dir(cfg, stage, fingerprint)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    loop_config = {
+        "cfg": OmegaConf.to_container(cfg, resolve=True),
+        "stage": stage,
+        "model_section": model_section,
+        "model_kwargs": model_kwargs,
+        "diffusion": diffusion,
+        "checkpoint_dir": str(ckpt_dir),
+        "run_id": run_id,
+        "tracking_uri": tracking_uri,
+        "init_from": str(Path(init_from).resolve()) if init_from else "",
+        "shuffle_buffer": shuffle_buffer,
+    }
+    resources = {"CPU": float(train.cpus_per_worker)}
+    if train.use_gpu:
+        resources["GPU"] = 1.0
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=int(train.num_workers),
+            use_gpu=bool(train.use_gpu),
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{stage}-{fingerprint}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(ckpt_dir.parent / "ray_results"),
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"stage {stage}: training ended without a final model")
+    with result.checkpoint.as_directory() as folder:
+        with atomic_output_path(train.output) as tmp:
+            shutil.copyfile(Path(folder) / FINAL_MODEL, tmp)
+        if grid_output is not None and (Path(folder) / FINAL_GRID).exists():
+            with atomic_output_path(grid_output) as tmp:
+                shutil.copyfile(Path(folder) / FINAL_GRID, tmp)
+        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    return metrics

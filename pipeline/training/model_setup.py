@@ -1,0 +1,41 @@
+"""From a model config section (GLIDE names) to a tokenizer, a model and its diffusion settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.models import GLIDE_KEYS
+from pipeline.text import Tokenizer, get_tokenizer
+
+DIFFUSION_KEYS = ("diffusion_steps", "noise_schedule")
+
+
+def build_tokenizer(model_cfg: DictConfig) -> Tokenizer:
+    """The tokenizer a model section names (CLIP BPE, or GPT-2 BPE from the user's files)."""
+    if model_cfg.tokenizer == "gpt2":
+        return get_tokenizer(
+            "gpt2", encoder_json=model_cfg.gpt2_encoder_json, vocab_bpe=model_cfg.gpt2_vocab_bpe
+        )
+    return get_tokenizer(str(model_cfg.tokenizer))
+
+
+def glide_model_kwargs(model_cfg: DictConfig | dict[str, Any], vocab_size: int) -> dict[str, Any]:
+    """The keyword arguments of ``create_glide_model`` taken from a model config section."""
+    plain = (
+        OmegaConf.to_container(model_cfg, resolve=True)
+        if isinstance(model_cfg, DictConfig)
+        else dict(model_cfg)
+    )
+    kwargs = {key: plain[key] for key in GLIDE_KEYS if key in plain}
+    for key in ("channel_mult", "attention_resolutions"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    kwargs["vocab_size"] = vocab_size
+    return kwargs
+
+
+def diffusion_settings(model_cfg: DictConfig) -> dict[str, Any]:
+    """``{"diffusion_steps": ..., "noise_schedule": ...}`` of a model section."""
+    return {key: model_cfg[key] for key in DIFFUSION_KEYS}
