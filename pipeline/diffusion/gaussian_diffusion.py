@@ -41,6 +41,20 @@ def sample_timesteps_uniform(
     return t.to(device)
 
 
+def gaussian_noise(
+    shape: Sequence[int],
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Standard normal noise drawn on the generator's device (for reproducibility across
+    devices) and moved to `device`."""
+    draw_device = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype).to(
+        device
+    )
+
+
 class GaussianDiffusion:
     """Precomputed float64 schedule quantities plus the diffusion maths on tensors.
 
@@ -76,13 +90,13 @@ class GaussianDiffusion:
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1.0)
 
         # q(x_{t-1} | x_t, x_0): beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
-        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_variance = (
+            betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        )
         # beta_tilde_0 = 0: its log is replaced by log beta_tilde_1 (the value is never used as a
         # variance at t = 0, only as the lower end of the learned range).
         first = self.posterior_variance[1] if self.num_timesteps > 1 else self.betas[0]
-        self.posterior_log_variance_clipped = np.log(
-            np.append(first, self.posterior_variance[1:])
-        )
+        self.posterior_log_variance_clipped = np.log(np.append(first, self.posterior_variance[1:]))
         self.posterior_mean_coef1 = (
             betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         )
@@ -92,7 +106,7 @@ class GaussianDiffusion:
         self.log_betas = np.log(betas)
 
     # ------------------------------------------------------------------ helpers
-    def _extract(self, arr: np.ndarray, t: Tensor, like: Tensor) -> Tensor:
+    def extract(self, arr: np.ndarray, t: Tensor, like: Tensor) -> Tensor:
         """arr[t] as a tensor [B, 1, ..., 1] broadcastable to `like` [B, ...], in like's dtype
         (at least float32) on like's device."""
         dtype = torch.promote_types(like.dtype, torch.float32)
@@ -118,9 +132,9 @@ class GaussianDiffusion:
     # ------------------------------------------------------------------ forward process
     def q_mean_variance(self, x_start: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and log-variance of q(x_t | x_0)."""
-        mean = self._extract(self.sqrt_alphas_cumprod, t, x_start) * x_start
-        variance = self._extract(self.one_minus_alphas_cumprod, t, x_start)
-        log_variance = self._extract(self.log_one_minus_alphas_cumprod, t, x_start)
+        mean = self.extract(self.sqrt_alphas_cumprod, t, x_start) * x_start
+        variance = self.extract(self.one_minus_alphas_cumprod, t, x_start)
+        log_variance = self.extract(self.log_one_minus_alphas_cumprod, t, x_start)
         return mean, variance, log_variance
 
     def q_sample(self, x_start: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
@@ -128,8 +142,8 @@ class GaussianDiffusion:
         if noise is None:
             noise = torch.randn_like(x_start)
         return (
-            self._extract(self.sqrt_alphas_cumprod, t, x_start) * x_start
-            + self._extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise
+            self.extract(self.sqrt_alphas_cumprod, t, x_start) * x_start
+            + self.extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise
         )
 
     def q_posterior_mean_variance(
@@ -137,25 +151,25 @@ class GaussianDiffusion:
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
         mean = (
-            self._extract(self.posterior_mean_coef1, t, x_t) * x_start
-            + self._extract(self.posterior_mean_coef2, t, x_t) * x_t
+            self.extract(self.posterior_mean_coef1, t, x_t) * x_start
+            + self.extract(self.posterior_mean_coef2, t, x_t) * x_t
         )
-        variance = self._extract(self.posterior_variance, t, x_t)
-        log_variance = self._extract(self.posterior_log_variance_clipped, t, x_t)
+        variance = self.extract(self.posterior_variance, t, x_t)
+        log_variance = self.extract(self.posterior_log_variance_clipped, t, x_t)
         return mean, variance, log_variance
 
     def predict_xstart_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
         return (
-            self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
-            - self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+            self.extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+            - self.extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
         )
 
     def predict_eps_from_xstart(self, x_t: Tensor, t: Tensor, pred_xstart: Tensor) -> Tensor:
         """eps = (x_t / sqrt(alpha_bar_t) - x0) / sqrt(1 / alpha_bar_t - 1)."""
         return (
-            self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_xstart
-        ) / self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t)
+            self.extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_xstart
+        ) / self.extract(self.sqrt_recipm1_alphas_cumprod, t, x_t)
 
     # ------------------------------------------------------------------ reverse process
     def p_mean_variance(
@@ -171,7 +185,12 @@ class GaussianDiffusion:
         """Run the model and return p(x_{t-1} | x_t) (see `p_mean_variance_from_output`)."""
         model_output = self.call_model(model, x, t, **(model_kwargs or {}))
         return self.p_mean_variance_from_output(
-            model_output, x, t, clip_denoised=clip_denoised, denoised_fn=denoised_fn, threshold=threshold
+            model_output,
+            x,
+            t,
+            clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn,
+            threshold=threshold,
         )
 
     def p_mean_variance_from_output(
@@ -194,8 +213,8 @@ class GaussianDiffusion:
         """
         channels = x.shape[1]
         eps, v = model_output[:, :channels], model_output[:, channels:]
-        min_log = self._extract(self.posterior_log_variance_clipped, t, x)
-        max_log = self._extract(self.log_betas, t, x)
+        min_log = self.extract(self.posterior_log_variance_clipped, t, x)
+        max_log = self.extract(self.log_betas, t, x)
         frac = (v + 1.0) / 2.0
         log_variance = frac * max_log + (1.0 - frac) * min_log
         variance = torch.exp(log_variance)
@@ -214,9 +233,7 @@ class GaussianDiffusion:
         }
 
     # ------------------------------------------------------------------ training
-    def vb_terms_bpd(
-        self, model_output: Tensor, x_start: Tensor, x_t: Tensor, t: Tensor
-    ) -> Tensor:
+    def vb_terms_bpd(self, model_output: Tensor, x_start: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Variational-bound term per example, in bits per dimension: [B].
 
         t > 0: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)); t = 0: the discretised decoder NLL
@@ -256,15 +273,3 @@ class GaussianDiffusion:
         vb = self.vb_terms_bpd(frozen, x_start, x_t, t) * (self.num_timesteps / 1000.0)
         mse = mean_flat((noise - eps) ** 2)
         return {"loss": mse + vb, "mse": mse, "vb": vb}
-
-
-def gaussian_noise(
-    shape: Sequence[int],
-    generator: torch.Generator | None,
-    device: torch.device | str,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Standard normal noise drawn on the generator's device (for reproducibility across
-    devices) and moved to `device`."""
-    draw_device = generator.device if generator is not None else device
-    return torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype).to(device)

@@ -37,7 +37,9 @@ def _ddim_stride(num_timesteps: int, desired: int) -> list[int]:
         steps = list(range(0, num_timesteps, stride))
         if len(steps) == desired:
             return steps
-    raise ValueError(f"cannot create exactly {desired} steps from {num_timesteps} with an integer stride")
+    raise ValueError(
+        f"cannot create exactly {desired} steps from {num_timesteps} with an integer stride"
+    )
 
 
 def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> list[int]:

@@ -47,7 +47,7 @@ def condition_score(
 ) -> dict[str, Tensor]:
     """Shift the score: eps' = eps - sqrt(1 - alpha_bar_t) grad, then recompute x0 and the mean
     from eps' (used by DDIM, whose update has no variance to scale the gradient by)."""
-    alpha_bar = diffusion._extract(diffusion.alphas_cumprod, t, x)
+    alpha_bar = diffusion.extract(diffusion.alphas_cumprod, t, x)
     eps = diffusion.predict_eps_from_xstart(x, t, out["pred_xstart"])
     eps = eps - torch.sqrt(1.0 - alpha_bar) * grad
     pred_xstart = diffusion.predict_xstart_from_eps(x, t, eps)
@@ -75,7 +75,13 @@ def ancestral_step(
     model_kwargs = model_kwargs or {}
     with torch.no_grad():
         out = diffusion.p_mean_variance(
-            model, x, t, clip_denoised, denoised_fn, threshold, model_kwargs=model_kwargs
+            model,
+            x,
+            t,
+            clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn,
+            threshold=threshold,
+            model_kwargs=model_kwargs,
         )
     if cond_fn is not None:
         out = condition_mean(out, _cond_gradient(cond_fn, diffusion, x, t, model_kwargs))
@@ -108,20 +114,30 @@ def ddim_step(
     model_kwargs = model_kwargs or {}
     with torch.no_grad():
         out = diffusion.p_mean_variance(
-            model, x, t, clip_denoised, denoised_fn, threshold, model_kwargs=model_kwargs
+            model,
+            x,
+            t,
+            clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn,
+            threshold=threshold,
+            model_kwargs=model_kwargs,
         )
     if cond_fn is not None:
-        out = condition_score(diffusion, out, x, t, _cond_gradient(cond_fn, diffusion, x, t, model_kwargs))
+        out = condition_score(
+            diffusion, out, x, t, _cond_gradient(cond_fn, diffusion, x, t, model_kwargs)
+        )
     pred_xstart = out["pred_xstart"]
     eps = diffusion.predict_eps_from_xstart(x, t, pred_xstart)
-    alpha_bar = diffusion._extract(diffusion.alphas_cumprod, t, x)
-    alpha_bar_prev = diffusion._extract(diffusion.alphas_cumprod_prev, t, x)
+    alpha_bar = diffusion.extract(diffusion.alphas_cumprod, t, x)
+    alpha_bar_prev = diffusion.extract(diffusion.alphas_cumprod_prev, t, x)
     sigma = (
         eta
         * torch.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar))
         * torch.sqrt(1.0 - alpha_bar / alpha_bar_prev)
     )
-    mean = pred_xstart * torch.sqrt(alpha_bar_prev) + torch.sqrt(1.0 - alpha_bar_prev - sigma**2) * eps
+    mean = (
+        pred_xstart * torch.sqrt(alpha_bar_prev) + torch.sqrt(1.0 - alpha_bar_prev - sigma**2) * eps
+    )
     noise = gaussian_noise(x.shape, generator, x.device, x.dtype)
     sample = mean + _nonzero_mask(t, x) * sigma * noise
     return {**out, "eps": eps, "sample": sample}
@@ -165,6 +181,28 @@ def _timesteps(diffusion: GaussianDiffusion, progress: bool) -> Iterator[int]:
     return iter(indices)
 
 
+def _sample_loop_progressive(
+    step: Callable[..., dict[str, Tensor]],
+    model: Model,
+    diffusion: GaussianDiffusion,
+    shape: Sequence[int],
+    noise: Tensor | None,
+    generator: torch.Generator | None,
+    init_noise_scale: float,
+    progress: bool,
+    device: torch.device | str | None,
+    **step_kwargs: Any,
+) -> Iterator[dict[str, Tensor]]:
+    """Run `step` from t = T-1 down to t = 0, yielding each step's output dict."""
+    resolved = _resolve_device(model, noise, device)
+    x = _initial_noise(shape, noise, generator, resolved, init_noise_scale)
+    for i in _timesteps(diffusion, progress):
+        t = torch.full((x.shape[0],), i, dtype=torch.long, device=resolved)
+        out = step(model, diffusion, x, t, generator=generator, **step_kwargs)
+        yield out
+        x = out["sample"]
+
+
 def ancestral_sample_loop_progressive(
     model: Model,
     diffusion: GaussianDiffusion,
@@ -180,16 +218,23 @@ def ancestral_sample_loop_progressive(
     progress: bool = False,
     device: torch.device | str | None = None,
 ) -> Iterator[dict[str, Tensor]]:
-    """Yield the output dict of every ancestral step, from t = T-1 down to t = 0."""
-    device = _resolve_device(model, noise, device)
-    x = _initial_noise(shape, noise, generator, device, init_noise_scale)
-    for i in _timesteps(diffusion, progress):
-        t = torch.full((shape[0],), i, dtype=torch.long, device=device)
-        out = ancestral_step(
-            model, diffusion, x, t, generator, model_kwargs, cond_fn, denoised_fn, clip_denoised, threshold
-        )
-        yield out
-        x = out["sample"]
+    """Yield the output dict of every ancestral step (see `ancestral_sample_loop`)."""
+    return _sample_loop_progressive(
+        ancestral_step,
+        model,
+        diffusion,
+        shape,
+        noise,
+        generator,
+        init_noise_scale,
+        progress,
+        device,
+        model_kwargs=model_kwargs,
+        cond_fn=cond_fn,
+        denoised_fn=denoised_fn,
+        clip_denoised=clip_denoised,
+        threshold=threshold,
+    )
 
 
 def ancestral_sample_loop(
@@ -207,18 +252,28 @@ def ancestral_sample_loop(
     progress: bool = False,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Ancestral sampling from x_T = init_noise_scale * noise: returns x_0 [B, C, H, W].
+    """Ancestral sampling with the learned variance; returns x_0 [B, C, H, W].
 
-    `shape` is [B, C, H, W]; `device` defaults to the noise's, then the model's parameters'.
+    shape: [B, C, H, W]. x_T = init_noise_scale * noise, with noise drawn from `generator` when
+    not given. device defaults to the noise's, then the model's parameters', then CPU.
+    threshold: percentile for dynamic thresholding of x0 (else static clip if clip_denoised).
     """
-    final = None
-    for final in ancestral_sample_loop_progressive(
-        model, diffusion, shape, noise, generator, model_kwargs, cond_fn, denoised_fn,
-        clip_denoised, threshold, init_noise_scale, progress, device,
-    ):  # fmt: skip
-        pass
-    assert final is not None
-    return final["sample"]
+    steps = ancestral_sample_loop_progressive(
+        model,
+        diffusion,
+        shape,
+        noise=noise,
+        generator=generator,
+        model_kwargs=model_kwargs,
+        cond_fn=cond_fn,
+        denoised_fn=denoised_fn,
+        clip_denoised=clip_denoised,
+        threshold=threshold,
+        init_noise_scale=init_noise_scale,
+        progress=progress,
+        device=device,
+    )
+    return _last(steps)["sample"]
 
 
 def ddim_sample_loop_progressive(
@@ -237,16 +292,24 @@ def ddim_sample_loop_progressive(
     device: torch.device | str | None = None,
     eta: float = 0.0,
 ) -> Iterator[dict[str, Tensor]]:
-    """Yield the output dict of every DDIM step, from t = T-1 down to t = 0."""
-    device = _resolve_device(model, noise, device)
-    x = _initial_noise(shape, noise, generator, device, init_noise_scale)
-    for i in _timesteps(diffusion, progress):
-        t = torch.full((shape[0],), i, dtype=torch.long, device=device)
-        out = ddim_step(
-            model, diffusion, x, t, eta, generator, model_kwargs, cond_fn, denoised_fn, clip_denoised, threshold
-        )
-        yield out
-        x = out["sample"]
+    """Yield the output dict of every DDIM step (see `ddim_sample_loop`)."""
+    return _sample_loop_progressive(
+        ddim_step,
+        model,
+        diffusion,
+        shape,
+        noise,
+        generator,
+        init_noise_scale,
+        progress,
+        device,
+        eta=eta,
+        model_kwargs=model_kwargs,
+        cond_fn=cond_fn,
+        denoised_fn=denoised_fn,
+        clip_denoised=clip_denoised,
+        threshold=threshold,
+    )
 
 
 def ddim_sample_loop(
@@ -265,12 +328,30 @@ def ddim_sample_loop(
     device: torch.device | str | None = None,
     eta: float = 0.0,
 ) -> Tensor:
-    """DDIM sampling (deterministic for eta = 0) from x_T = init_noise_scale * noise: x_0."""
-    final = None
-    for final in ddim_sample_loop_progressive(
-        model, diffusion, shape, noise, generator, model_kwargs, cond_fn, denoised_fn,
-        clip_denoised, threshold, init_noise_scale, progress, device, eta,
-    ):  # fmt: skip
+    """DDIM sampling (deterministic for eta = 0); arguments as `ancestral_sample_loop`."""
+    steps = ddim_sample_loop_progressive(
+        model,
+        diffusion,
+        shape,
+        noise=noise,
+        generator=generator,
+        model_kwargs=model_kwargs,
+        cond_fn=cond_fn,
+        denoised_fn=denoised_fn,
+        clip_denoised=clip_denoised,
+        threshold=threshold,
+        init_noise_scale=init_noise_scale,
+        progress=progress,
+        device=device,
+        eta=eta,
+    )
+    return _last(steps)["sample"]
+
+
+def _last(steps: Iterator[dict[str, Tensor]]) -> dict[str, Tensor]:
+    final: dict[str, Tensor] | None = None
+    for final in steps:  # noqa: B007 (only the last step is kept)
         pass
-    assert final is not None
-    return final["sample"]
+    if final is None:
+        raise ValueError("the diffusion has no steps")
+    return final
