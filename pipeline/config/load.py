@@ -60,7 +60,9 @@ def _merge_layer(base: DictConfig, layer: Any, source: str) -> DictConfig:
         return OmegaConf.merge(base, layer)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"invalid config key '{key}' (from {source}): {_first_line(err)}") from err
+        raise ConfigError(
+            f"invalid config key '{key}' (from {source}): {_first_line(err)}"
+        ) from err
 
 
 def drop_nulls(tree: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +123,9 @@ def load_config(
         params = _read_yaml(Path(params_path), "params file")
     profile = _profile_from(params, overrides, str(cfg.profile))
     if profile not in PROFILES:
-        raise ConfigError(f"invalid config key 'profile': unknown profile {profile!r}; one of {PROFILES}")
+        raise ConfigError(
+            f"invalid config key 'profile': unknown profile {profile!r}; one of {PROFILES}"
+        )
     profile_file = conf / "profiles" / f"{profile}.yaml"
     cfg = _merge_layer(cfg, _read_yaml(profile_file, "profile file"), str(profile_file))
     cfg = _merge_layer(cfg, drop_nulls(params), str(params_path))
@@ -149,30 +153,49 @@ def _require(condition: bool, key: str, message: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Value and cross-section checks that the type system cannot express."""
     shard = cfg.shard
-    _require(shard.source in ("synthetic", "folder", "webdataset"), "shard.source",
-             f"must be synthetic, folder or webdataset, got {shard.source!r}")
-    _require(shard.source == "synthetic" or bool(shard.input_path), "shard.input_path",
-             f"required when shard.source is {shard.source!r}")
+    _require(
+        shard.source in ("synthetic", "folder", "webdataset"),
+        "shard.source",
+        f"must be synthetic, folder or webdataset, got {shard.source!r}",
+    )
+    _require(
+        shard.source == "synthetic" or bool(shard.input_path),
+        "shard.input_path",
+        f"required when shard.source is {shard.source!r}",
+    )
     _require(shard.num_samples > 0, "shard.num_samples", "must be positive")
     _require(0.0 <= shard.val_fraction < 1.0, "shard.val_fraction", "must be in [0, 1)")
     _require(shard.samples_per_shard > 0, "shard.samples_per_shard", "must be positive")
     _require(shard.base_resolution > 0, "shard.base_resolution", "must be positive")
-    _require(shard.upsample_resolution % shard.base_resolution == 0, "shard.upsample_resolution",
-             "must be a multiple of shard.base_resolution")
-    _require(0.0 <= shard.max_skipped_fraction <= 1.0, "shard.max_skipped_fraction",
-             "must be in [0, 1]")
+    _require(
+        shard.upsample_resolution % shard.base_resolution == 0,
+        "shard.upsample_resolution",
+        "must be a multiple of shard.base_resolution",
+    )
+    _require(
+        0.0 <= shard.max_skipped_fraction <= 1.0, "shard.max_skipped_fraction", "must be in [0, 1]"
+    )
     syn = shard.synthetic
-    _require(1 <= syn.min_objects <= syn.max_objects, "shard.synthetic.min_objects",
-             "need 1 <= min_objects <= max_objects")
+    _require(
+        1 <= syn.min_objects <= syn.max_objects,
+        "shard.synthetic.min_objects",
+        "need 1 <= min_objects <= max_objects",
+    )
     base = cfg.base_model
-    _require(base.image_size == shard.base_resolution, "base_model.image_size",
-             f"must equal shard.base_resolution ({shard.base_resolution})")
+    _require(
+        base.image_size == shard.base_resolution,
+        "base_model.image_size",
+        f"must equal shard.base_resolution ({shard.base_resolution})",
+    )
     _require(base.tokenizer in ("clip", "gpt2"), "base_model.tokenizer", "must be clip or gpt2")
     train = cfg.pretrain_base
     _require(train.max_steps > 0, "pretrain_base.max_steps", "must be positive")
     _require(train.batch_size > 0, "pretrain_base.batch_size", "must be positive")
-    _require(0.0 <= train.caption_drop_prob <= 1.0, "pretrain_base.caption_drop_prob",
-             "must be in [0, 1]")
+    _require(
+        0.0 <= train.caption_drop_prob <= 1.0,
+        "pretrain_base.caption_drop_prob",
+        "must be in [0, 1]",
+    )
     _require(train.strategy in ("ddp", "fsdp"), "pretrain_base.strategy", "must be ddp or fsdp")
 
 

@@ -159,6 +159,4 @@ class PipelineConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     base_model: GlideModelConfig = field(default_factory=GlideModelConfig)
-    pretrain_base: TrainConfig = field(
-        default_factory=lambda: TrainConfig(output="models/base.pt")
-    )
+    pretrain_base: TrainConfig = field(default_factory=lambda: TrainConfig(output="models/base.pt"))

@@ -27,7 +27,7 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def is_ddim(steps: str) -> bool:
-    """"ddimN" respacings use the DDIM sampler; every other respacing the ancestral sampler."""
+    """ "ddimN" respacings use the DDIM sampler; every other respacing the ancestral sampler."""
     return str(steps).startswith("ddim")
 
 

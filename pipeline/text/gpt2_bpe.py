@@ -70,7 +70,9 @@ def _read_merges(path: Path) -> list[tuple[str, str]]:
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise ValueError(f"GPT-2 BPE merges file {path}, line {lineno}: expected 'a b', got {line!r}")
+            raise ValueError(
+                f"GPT-2 BPE merges file {path}, line {lineno}: expected 'a b', got {line!r}"
+            )
         merges.append((parts[0], parts[1]))
     return merges
 

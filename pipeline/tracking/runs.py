@@ -148,7 +148,9 @@ def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
     """
     uri = tracking_uri(cfg)
     client = _client(uri)
-    experiment_id = ensure_experiment(client, str(cfg.tracking.experiment), cfg.tracking.artifact_root)
+    experiment_id = ensure_experiment(
+        client, str(cfg.tracking.experiment), cfg.tracking.artifact_root
+    )
     parent_id = find_or_create_pipeline_run(client, experiment_id, cfg)
     tags = {
         "mlflow.parentRunId": parent_id,

@@ -154,7 +154,10 @@ class GlideDiffusionModule(pl.LightningModule):
             max_steps=int(cfg["max_steps"]),
             schedule=str(cfg["lr_schedule"]),
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # ------------------------------------------------------------------ state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -43,8 +43,10 @@ class EMA:
         missing = set(self.shadow) - set(state)
         unexpected = set(state) - set(self.shadow)
         if missing or unexpected:
-            raise KeyError(f"EMA state mismatch: missing {sorted(missing)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}")
+            raise KeyError(
+                f"EMA state mismatch: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
         for name, tensor in state.items():
             self.shadow[name].copy_(tensor)
 

@@ -36,8 +36,16 @@ def run_fingerprint(cfg: DictConfig, stage: str, model_section: str, data_id: st
         "seed": int(cfg.seed),
         "data": data_id,
     }
-    for volatile in ("sample_every_steps", "sample_prompts", "sample_steps", "sample_guidance",
-                     "log_every_steps", "checkpoint_every_steps", "output", "checkpoint_dir"):
+    for volatile in (
+        "sample_every_steps",
+        "sample_prompts",
+        "sample_steps",
+        "sample_guidance",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "output",
+        "checkpoint_dir",
+    ):
         relevant["train"].pop(volatile, None)
     blob = json.dumps(relevant, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -36,6 +36,8 @@ def build_optimizer(
     lr_multiplier(0, warmup_steps=warmup_steps, max_steps=max_steps, schedule=schedule)
 
     def multiplier(step: int) -> float:
-        return lr_multiplier(step, warmup_steps=warmup_steps, max_steps=max_steps, schedule=schedule)
+        return lr_multiplier(
+            step, warmup_steps=warmup_steps, max_steps=max_steps, schedule=schedule
+        )
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)

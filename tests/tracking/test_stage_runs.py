@@ -50,8 +50,12 @@ def test_stages_of_one_execution_share_a_parent_across_processes(store):
     env = {**os.environ, "GLIDE_PIPELINE_KEY": "exec-A"}
     outs = [
         subprocess.run(
-            [sys.executable, "-c", script, stage], env=env, cwd=store, capture_output=True,
-            text=True, check=True,
+            [sys.executable, "-c", script, stage],
+            env=env,
+            cwd=store,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()
         for stage in ("shard", "pretrain_base")
     ]
@@ -75,8 +79,12 @@ def test_stages_of_one_execution_share_a_parent_across_processes(store):
     # another execution gets another parent
     env["GLIDE_PIPELINE_KEY"] = "exec-B"
     child3, parent3 = subprocess.run(
-        [sys.executable, "-c", script, "shard"], env=env, cwd=store, capture_output=True,
-        text=True, check=True,
+        [sys.executable, "-c", script, "shard"],
+        env=env,
+        cwd=store,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert parent3 != parent1
 

@@ -1,0 +1,127 @@
+"""The Lightning module every diffusion stage uses: loss, caption drop, NaN guard, EMA, export."""
+
+import itertools
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from pipeline.models.model_file import load_model
+from pipeline.text import PAD_ID
+from pipeline.training.diffusion_module import (
+    GlideDiffusionModule,
+    NonFiniteLossError,
+    drop_captions,
+)
+from tests.training.conftest import DIFFUSION, train_settings
+
+
+def fixed_loss(module, batch, seed=123):
+    """Hybrid loss at fixed timesteps and noise (comparable before/after training)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = batch["image"].permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = x.repeat(8, 1, 1, 1)
+    t = torch.randint(0, 1000, (x.shape[0],), generator=gen)
+    noise = torch.randn(x.shape, generator=gen)
+    kwargs = {"tokens": batch["tokens"].repeat(8, 1), "mask": batch["mask"].repeat(8, 1)}
+    with torch.no_grad():
+        losses = module.diffusion.training_losses(module.model, x, t, kwargs, noise=noise)
+    return float(losses["mse"].mean())
+
+
+def fit(module, batch, steps, **trainer_kwargs):
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        **trainer_kwargs,
+    )
+    trainer.fit(module, train_dataloaders=itertools.repeat(batch))
+    return trainer
+
+
+def test_tiny_model_overfits_one_batch(tiny_model_kwargs, scene_batch):
+    pl.seed_everything(0, verbose=False)
+    module = GlideDiffusionModule(tiny_model_kwargs, DIFFUSION, train_settings(), "clip-test")
+    before = fixed_loss(module, scene_batch)
+    fit(module, scene_batch, steps=150)
+    after = fixed_loss(module, scene_batch)
+    assert after < before / 4, (before, after)
+    assert module.global_step == 150
+
+
+def test_ema_follows_weights_with_its_decay(tiny_model_kwargs, scene_batch):
+    pl.seed_everything(0, verbose=False)
+    module = GlideDiffusionModule(
+        tiny_model_kwargs, DIFFUSION, train_settings(ema_decay=0.5), "clip-test"
+    )
+    initial = {k: v.clone() for k, v in module.model.state_dict().items()}
+    fit(module, scene_batch, steps=3)
+    name = "input_blocks.0.0.weight"
+    ema, live = module.ema.shadow[name], module.model.state_dict()[name]
+    assert not torch.equal(ema, live) and not torch.equal(ema, initial[name])
+    # an EMA model built from the shadow carries the averaged weights
+    assert torch.equal(module.ema_model().state_dict()[name], ema)
+
+
+def test_caption_drop_replaces_by_empty_caption_at_the_configured_rate(
+    tiny_model_kwargs, scene_batch
+):
+    tokens = scene_batch["tokens"].repeat(500, 1)
+    mask = scene_batch["mask"].repeat(500, 1)
+    drop = torch.rand(tokens.shape[0], generator=torch.Generator().manual_seed(0)) < 0.2
+    new_tokens, new_mask = drop_captions(tokens, mask, drop)
+    assert (new_tokens[drop] == PAD_ID).all() and not new_mask[drop].any()
+    assert torch.equal(new_tokens[~drop], tokens[~drop])
+    module = GlideDiffusionModule(
+        tiny_model_kwargs, DIFFUSION, train_settings(caption_drop_prob=0.2), "clip-test"
+    )
+    torch.manual_seed(0)
+    dropped = module.conditioning({"tokens": tokens, "mask": mask})["_dropped"]
+    assert abs(dropped.float().mean().item() - 0.2) < 0.03
+
+
+def test_nonfinite_loss_skips_steps_then_stops(tiny_model_kwargs, scene_batch):
+    bad = dict(scene_batch)
+    bad["image"] = torch.full((4, 3, 16, 16), float("nan"))
+
+    def new_module():
+        pl.seed_everything(0, verbose=False)
+        settings = train_settings(max_consecutive_nonfinite=3)
+        return GlideDiffusionModule(tiny_model_kwargs, DIFFUSION, settings, "clip-test")
+
+    reference = new_module()
+    fit(reference, scene_batch, steps=1)  # one good step only
+
+    module = new_module()
+    trainer = pl.Trainer(
+        max_steps=10,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+    )
+    with pytest.raises(NonFiniteLossError, match="3 consecutive steps"):
+        trainer.fit(module, train_dataloaders=itertools.chain([scene_batch], itertools.repeat(bad)))
+    assert module.nonfinite_total == 3
+    # the NaN steps changed no weight: the model equals the one that saw the good step alone
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(value, reference.model.state_dict()[key]), key
+
+
+def test_model_file_round_trip_loads_ema_weights(tiny_model_kwargs, scene_batch, tmp_path):
+    pl.seed_everything(0, verbose=False)
+    module = GlideDiffusionModule(tiny_model_kwargs, DIFFUSION, train_settings(), "clip-test")
+    fit(module, scene_batch, steps=2)
+    torch.save(module.model_file(mlflow_run_id="abc", stage="pretrain_base"), tmp_path / "m.pt")
+    model, meta = load_model(tmp_path / "m.pt")
+    assert meta["step"] == 2 and meta["mlflow_run_id"] == "abc"
+    assert meta["tokenizer"] == "clip-test"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, module.ema.shadow[key].to(value.dtype))
