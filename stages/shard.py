@@ -25,8 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "inputs": manifest["inputs"],
             "written": manifest["written"],
             "skipped": manifest["skipped"],
-            "train_samples": manifest["splits"]["train"]["samples"],
-            "val_samples": manifest["splits"]["val"]["samples"],
+            "train_samples": manifest["splits"]["train"]["num_samples"],
+            "val_samples": manifest["splits"]["val"]["num_samples"],
         }
         atomic_write_text(METRICS_PATH, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         run.log_metrics({f"shard/{k}": v for k, v in metrics.items()})

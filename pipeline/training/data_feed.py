@@ -1,66 +1,53 @@
-"""The training stream a Lightning worker iterates: Ray Data batches, epoch after epoch.
+"""The training stream a Lightning worker iterates, and where a resumed run starts in it.
 
-The stream has no end (training is step-based: ``max_steps``). Each batch carries its position
-(epoch, index in epoch); the module records the position of the last batch it consumed and stores
-it in checkpoints, and on resume the stream starts right after it, so a killed and restarted run
-sees exactly the batches an uninterrupted run would have seen.
+Training counts steps, not epochs: the driver builds one Ray Dataset that chains as many seeded
+epochs as the run needs (``pipeline.data.training_dataset(..., num_epochs=n)``). A resumed run
+starts that stream after the samples the checkpoint's steps consumed (``resume_position``), so
+it sees exactly the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 
 
-class EpochFeed:
-    """Iterate a Ray Train dataset shard forever, one seeded pass (epoch) after another.
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step a Lightning checkpoint was saved at (0 if there is none).
 
-    ``position`` returns ``(epoch, last_index)`` of the last batch consumed (``(0, -1)`` at the
-    start); it is read when iteration starts, i.e. after Lightning restored a checkpoint.
-    Within an epoch the order is fixed by ``seed`` and the epoch number (local shuffle buffer),
-    so two iterations with the same position yield identical batches.
+    Memory-mapped: the weights are not read.
     """
+    where = Path(path)
+    if not where.exists():
+        return 0
+    state = torch.load(where, map_location="cpu", weights_only=True, mmap=True)
+    return int(state["global_step"])
 
-    def __init__(
-        self,
-        shard: Any,
-        batch_size: int,
-        *,
-        seed: int,
-        position: Callable[[], tuple[int, int]],
-        shuffle_buffer: int = 0,
-    ) -> None:
+
+def epochs_needed(first_sample: int, max_steps: int, global_batch: int, epoch_size: int) -> int:
+    """How many epochs, starting with the one holding ``first_sample``, cover the run."""
+    if epoch_size < global_batch:
+        raise ValueError(
+            f"the training split holds {epoch_size} samples, fewer than one batch "
+            f"({global_batch}): make more data or a smaller batch"
+        )
+    last_sample = max_steps * global_batch  # exclusive
+    first_epoch = first_sample // epoch_size
+    return max(1, math.ceil(last_sample / epoch_size) - first_epoch) + 1
+
+
+class StepFeed:
+    """Batches of ``batch_size`` rows from a Ray Train dataset shard, with a clear error if the
+    stream runs dry before ``max_steps`` (Lightning would otherwise stop early, silently)."""
+
+    def __init__(self, shard: Any, batch_size: int) -> None:
         self.shard = shard
         self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.position = position
-        self.shuffle_buffer = int(shuffle_buffer)
-
-    def epoch_batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        """The batches of one epoch, in their fixed order."""
-        options: dict[str, Any] = {"batch_size": self.batch_size, "drop_last": True}
-        if self.shuffle_buffer > 0:
-            options["local_shuffle_buffer_size"] = self.shuffle_buffer
-            options["local_shuffle_seed"] = self.seed * 100_003 + epoch
-        yield from self.shard.iter_torch_batches(**options)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        epoch, last = self.position()
-        start = last + 1
-        while True:
-            produced = 0
-            for index, batch in enumerate(self.epoch_batches(epoch)):
-                produced += 1
-                if index < start:
-                    continue
-                batch["epoch"] = torch.tensor([epoch])
-                batch["index"] = torch.tensor([index])
-                yield batch
-            if produced == 0:
-                raise RuntimeError(
-                    f"the training data gave no batch of {self.batch_size} in epoch {epoch}: "
-                    "fewer samples than one batch per worker"
-                )
-            epoch, start = epoch + 1, 0
+        yield from self.shard.iter_torch_batches(batch_size=self.batch_size, drop_last=True)
+        raise RuntimeError("the training stream ended before max_steps: too few epochs planned")

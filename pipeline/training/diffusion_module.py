@@ -68,7 +68,6 @@ class GlideDiffusionModule(pl.LightningModule):
         self.ema = EMA(self.model, train["ema_decay"])
         self.nonfinite_total = 0
         self.nonfinite_in_a_row = 0
-        self.data_position = (0, -1)  # (epoch, index of the last batch consumed in that epoch)
         self.recent: dict[str, deque[float]] = {}
         self._ema_step = -1
 
@@ -87,8 +86,6 @@ class GlideDiffusionModule(pl.LightningModule):
         return kwargs
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
-        if "epoch" in batch:
-            self.data_position = (int(batch["epoch"][0]), int(batch["index"][0]))
         x_start = images_to_model_range(batch["image"])
         kwargs = self.conditioning(batch)
         dropped = kwargs.pop("_dropped")
@@ -165,7 +162,6 @@ class GlideDiffusionModule(pl.LightningModule):
             "ema": self.ema.state_dict(),
             "nonfinite_total": self.nonfinite_total,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            "data_position": list(self.data_position),
             "ema_step": self._ema_step,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -177,7 +173,6 @@ class GlideDiffusionModule(pl.LightningModule):
         self.ema.load_state_dict(state["ema"])
         self.nonfinite_total = int(state["nonfinite_total"])
         self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
-        self.data_position = (int(state["data_position"][0]), int(state["data_position"][1]))
         self._ema_step = int(state["ema_step"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():

@@ -9,11 +9,18 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipeline.data import init_ray, read_manifest, training_dataset
+from pipeline.data import init_ray, read_manifest, tokenize_captions, training_dataset
+from pipeline.data.train_input import resume_position, samples_per_epoch
 from pipeline.io import atomic_write_text
 from pipeline.tracking import StageRun
+from pipeline.training.data_feed import epochs_needed
 from pipeline.training.launcher import fit_on_ray, run_fingerprint
-from pipeline.training.model_setup import build_tokenizer, diffusion_settings, glide_model_kwargs
+from pipeline.training.model_setup import (
+    build_tokenizer,
+    diffusion_settings,
+    glide_model_kwargs,
+    tokenizer_spec,
+)
 
 
 def run_diffusion_stage(
@@ -32,16 +39,25 @@ def run_diffusion_stage(
     manifest = read_manifest(shard_dir)
     tokenizer = build_tokenizer(model_cfg)
     init_ray(cfg.ray)
-    dataset = training_dataset(
-        shard_dir,
-        "train",
-        tokenizer=tokenizer,
-        text_ctx=int(model_cfg.text_ctx),
-        image_key="base",
-        seed=int(cfg.seed),
-        skip_corrupt=bool(train.skip_corrupt_samples),
-    )
-    data_id = manifest.get("fingerprint") or json.dumps(
+    epoch_size = samples_per_epoch(manifest, "train")
+
+    def make_dataset(first_sample: int, global_batch: int) -> Any:
+        epoch, skip = resume_position(first_sample, epoch_size)
+        dataset = training_dataset(
+            shard_dir,
+            "train",
+            image_key="base",
+            seed=int(cfg.seed),
+            epoch=epoch,
+            num_epochs=epochs_needed(first_sample, int(train.max_steps), global_batch, epoch_size),
+            skip_samples=skip,
+            skip_corrupt=bool(train.skip_corrupt_samples),
+            manifest=manifest,
+        )
+        return tokenize_captions(
+            dataset, tokenizer_spec(model_cfg), int(model_cfg.text_ctx), keep_text=False
+        )
+    data_id = json.dumps(
         [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
     )
     fingerprint = run_fingerprint(cfg, stage, model_section, data_id)
@@ -49,14 +65,13 @@ def run_diffusion_stage(
         cfg,
         stage=stage,
         model_section=model_section,
-        dataset=dataset,
+        make_dataset=make_dataset,
         model_kwargs=glide_model_kwargs(model_cfg, tokenizer.vocab_size),
         diffusion=diffusion_settings(model_cfg),
         fingerprint=fingerprint,
         run_id=run.run_id if run else "",
         tracking_uri=run.tracking_uri if run else "",
         init_from=str(train.init_from),
-        shuffle_buffer=int(train.shuffle_buffer),
         grid_output=grid_path,
     )
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")

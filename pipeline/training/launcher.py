@@ -15,6 +15,7 @@ import json
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.io import atomic_output_path
+from pipeline.training.data_feed import checkpoint_step
 
 FINAL_MODEL = "model.pt"
 FINAL_GRID = "samples.png"
@@ -70,7 +72,7 @@ def _train_loop(config: dict[str, Any]) -> None:
 
     from pipeline.training.callbacks import SampleGridCallback, StepProgressBar
     from pipeline.training.checkpoint_io import AtomicCheckpointIO
-    from pipeline.training.data_feed import EpochFeed
+    from pipeline.training.data_feed import StepFeed
     from pipeline.training.diffusion_module import GlideDiffusionModule
     from pipeline.training.model_setup import build_tokenizer
 
@@ -97,14 +99,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         init_state_dict=init_state,
     )
 
-    per_worker = max(1, int(train.batch_size) // world)
-    feed = EpochFeed(
-        ray.train.get_dataset_shard("train"),
-        per_worker,
-        seed=int(cfg.seed) + rank,
-        position=lambda: module.data_position,
-        shuffle_buffer=int(config["shuffle_buffer"]),
-    )
+    feed = StepFeed(ray.train.get_dataset_shard("train"), int(train.batch_size) // world)
     ckpt_dir = Path(config["checkpoint_dir"])
     logger: Any = False
     log_image = None
@@ -180,23 +175,33 @@ def fit_on_ray(
     *,
     stage: str,
     model_section: str,
-    dataset: Any,
+    make_dataset: Callable[[int, int], Any],
     model_kwargs: dict[str, Any],
     diffusion: dict[str, Any],
     fingerprint: str,
     run_id: str = "",
     tracking_uri: str = "",
     init_from: str = "",
-    shuffle_buffer: int = 0,
     grid_output: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train on Ray Train; write the EMA model file to ``cfg[stage].output``; return metrics."""
+    """Train on Ray Train; write the EMA model file to ``cfg[stage].output``; return metrics.
+
+    ``make_dataset(first_sample, global_batch)`` builds the training stream starting at sample
+    ``first_sample`` of the seeded multi-epoch order (0, or where a resumed run left off).
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     train = cfg[stage]
     ckpt_dir = resume_checkpoint_dir(cfg, stage, fingerprint)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    global_batch = int(train.batch_size)
+    if global_batch % int(train.num_workers):
+        raise ValueError(
+            f"{stage}.batch_size {global_batch} is not divisible by num_workers {train.num_workers}"
+        )
+    resumed_step = checkpoint_step(ckpt_dir / "last.ckpt")
+    dataset = make_dataset(resumed_step * global_batch, global_batch)
     loop_config = {
         "cfg": OmegaConf.to_container(cfg, resolve=True),
         "stage": stage,
@@ -207,7 +212,6 @@ def fit_on_ray(
         "run_id": run_id,
         "tracking_uri": tracking_uri,
         "init_from": str(Path(init_from).resolve()) if init_from else "",
-        "shuffle_buffer": shuffle_buffer,
     }
     resources = {"CPU": float(train.cpus_per_worker)}
     if train.use_gpu:
@@ -227,7 +231,7 @@ def fit_on_ray(
         ),
         datasets={"train": dataset},
     )
-    result = trainer.fit()
+    result = trainer.fit()  # raises ray.train.TrainingFailedError with the worker's error
     if result.checkpoint is None:
         raise RuntimeError(f"stage {stage}: training ended without a final model")
     with result.checkpoint.as_directory() as folder:
@@ -237,4 +241,5 @@ def fit_on_ray(
             with atomic_output_path(grid_output) as tmp:
                 shutil.copyfile(Path(folder) / FINAL_GRID, tmp)
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    metrics["resumed_from_step"] = resumed_step
     return metrics

@@ -21,6 +21,17 @@ def build_tokenizer(model_cfg: DictConfig) -> Tokenizer:
     return get_tokenizer(str(model_cfg.tokenizer))
 
 
+def tokenizer_spec(model_cfg: DictConfig) -> str | dict[str, str]:
+    """A picklable description of the tokenizer that Ray Data workers build once each."""
+    if model_cfg.tokenizer == "gpt2":
+        return {
+            "name": "gpt2",
+            "encoder_json": str(model_cfg.gpt2_encoder_json),
+            "vocab_bpe": str(model_cfg.gpt2_vocab_bpe),
+        }
+    return str(model_cfg.tokenizer)
+
+
 def glide_model_kwargs(model_cfg: DictConfig | dict[str, Any], vocab_size: int) -> dict[str, Any]:
     """The keyword arguments of ``create_glide_model`` taken from a model config section."""
     plain = (

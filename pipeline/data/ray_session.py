@@ -1,0 +1,62 @@
+"""Start (or join) Ray once per process, and make Ray Data deterministic and quiet.
+
+``init_ray`` is idempotent: when Ray is already initialised (a test session, a Ray Train worker,
+a stage that already called it) it only re-applies the Ray Data settings. With ``ray.address``
+set it joins that cluster and ships the ``pipeline`` package to the workers (``py_modules``), so
+cluster nodes need the dependencies but not this source tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+_QUIET_LOGGERS = {
+    # "Progress bars disabled" and "execution finished" lines, once per dataset run.
+    "ray.data._internal.progress": logging.ERROR,
+    "ray.data._internal.execution.streaming_executor": logging.WARNING,
+    "ray.data": logging.WARNING,
+}
+
+
+def configure_data_context() -> Any:
+    """Deterministic, quiet Ray Data: ``preserve_order`` on, no progress bars. Returns the
+    current DataContext (datasets copy it when created, so call this before building one)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.execution_options.verbose_progress = False
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    for name, level in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    return ctx
+
+
+def init_ray(ray_cfg: Any) -> None:
+    """Start a local Ray with ``num_cpus`` / ``object_store_memory_mb``, or join ``address``."""
+    import ray
+
+    if not ray.is_initialized():
+        quiet: dict[str, Any] = {
+            "log_to_driver": False,
+            "logging_level": logging.WARNING,
+            "configure_logging": True,
+        }
+        address = str(getattr(ray_cfg, "address", "") or "")
+        if address:  # an existing cluster owns its resources and dashboard
+            import pipeline
+
+            package = Path(pipeline.__file__).resolve().parent
+            ray.init(address=address, runtime_env={"py_modules": [str(package)]}, **quiet)
+        else:
+            ray.init(
+                num_cpus=int(ray_cfg.num_cpus),
+                object_store_memory=int(ray_cfg.object_store_memory_mb) * 1024 * 1024,
+                include_dashboard=bool(getattr(ray_cfg, "include_dashboard", False)),
+                **quiet,
+            )
+    configure_data_context()

@@ -1,0 +1,318 @@
+"""The training input pipeline: shards -> a deterministic Ray Dataset of training rows.
+
+Rows: ``{"image": float32 [3, H, W] in [-1, 1], "caption": str, "key": str}``, plus
+``"base"`` / ``"hires"`` (same encoding) when asked through ``extra_images`` (the upsampler
+takes ``image_key="hires", extra_images=("base",)``). Images are never flipped.
+
+Order. For a given ``(seed, epoch)`` the order is fixed: the shard list is permuted with
+``default_rng([seed, epoch])``, and the samples of each shard with
+``default_rng([seed, epoch, shard_id])``. One Ray task reads one shard; Ray Data runs with
+``preserve_order=True``, so the output order does not depend on task timing. A different epoch
+gives a different order; the same ``(seed, epoch)`` gives the same order on every call.
+
+Several epochs can be chained into one stream (``num_epochs``), which is what a trainer that
+counts steps (not epochs) wants: the dataset handed to Ray Train covers the whole run.
+
+Resuming mid-epoch (how the trainer does it):
+
+1. Count the samples consumed since the start of training, from epoch 0:
+   ``consumed = global_step * batch_size * world_size`` (``drop_last=True`` batches), plus the
+   offset the run started from.
+2. ``epoch, skip = resume_position(consumed, samples_per_epoch(manifest, "train"))``.
+3. ``training_dataset(..., seed=seed, epoch=epoch, skip_samples=skip, num_epochs=n)``. The
+   skipped samples are dropped before decoding (whole shards by the manifest's counts, then
+   inside the shard after its permutation), so resuming costs nothing, and the stream continues
+   exactly where the interrupted run was, for one Ray Train worker. Equivalently, a trainer may
+   build ``epoch`` with ``skip_samples=0`` and skip the first ``k`` batches itself.
+
+With several Ray Train workers, ``get_dataset_shard`` splits this one stream between them
+dynamically: the set of samples per epoch is fixed but which worker gets which block may vary,
+so resuming is exact in the number of samples, not per worker. Samples dropped as corrupt with
+``skip_corrupt`` shift later positions (they are counted in a :func:`corruption_tally`).
+
+Ray Train converts batches with ``iter_torch_batches``, which refuses string columns: pass
+``collate_fn=collate_to_torch`` (a :class:`CollateToTorch`; strings become lists), or use :func:`tokenize_captions` with
+``keep_text=False``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray.data.collate_fn import NumpyBatchCollateFn
+
+from pipeline.data.manifest import read_manifest, split_shards
+from pipeline.data.shard_reader import (
+    IMAGE_MEMBERS,
+    CorruptionCounter,
+    CorruptShardError,
+    decode_sample,
+    iter_raw_samples,
+    to_model_range,
+)
+
+_ROWS_PER_BLOCK = 64
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) & 0xFFFFFFFFFFFFFFFF for k in keys])
+
+
+def samples_per_epoch(manifest: dict[str, Any], split: str = "train") -> int:
+    return sum(int(shard["num_samples"]) for shard in split_shards(manifest, split))
+
+
+def resume_position(samples_consumed: int, epoch_size: int) -> tuple[int, int]:
+    """(epoch, samples to skip in it) after ``samples_consumed`` samples counted from epoch 0."""
+    if epoch_size <= 0:
+        raise ValueError("epoch_size must be positive")
+    return divmod(int(samples_consumed), int(epoch_size))
+
+
+def epoch_plan(
+    manifest: dict[str, Any],
+    shard_dir: str | os.PathLike[str],
+    split: str,
+    *,
+    seed: int,
+    epoch: int,
+    num_epochs: int = 1,
+    skip_samples: int = 0,
+) -> list[dict[str, Any]]:
+    """The read tasks, in stream order: ``{"path", "shard_id", "epoch", "skip", "expected"}``."""
+    shards = split_shards(manifest, split)
+    if not shards:
+        raise ValueError(f"split {split!r} of {shard_dir} has no shards")
+    if num_epochs < 1:
+        raise ValueError("num_epochs must be >= 1")
+    epoch_size = sum(int(s["num_samples"]) for s in shards)
+    if not 0 <= skip_samples < epoch_size:
+        raise ValueError(f"skip_samples must be in [0, {epoch_size}) for split {split!r}")
+    plan = []
+    for e in range(epoch, epoch + num_epochs):
+        to_skip = skip_samples if e == epoch else 0
+        for shard_id in _rng(seed, e).permutation(len(shards)):
+            shard = shards[int(shard_id)]
+            count = int(shard["num_samples"])
+            if to_skip >= count:
+                to_skip -= count
+                continue
+            plan.append(
+                {
+                    "path": str(Path(shard_dir) / shard["path"]),
+                    "shard_id": int(shard_id),
+                    "epoch": e,
+                    "skip": to_skip,
+                    "expected": count,
+                }
+            )
+            to_skip = 0
+    return plan
+
+
+def read_shard_rows(
+    batch: dict[str, np.ndarray],
+    *,
+    seed: int,
+    image_key: str,
+    extra_images: Sequence[str],
+    skip_corrupt: bool,
+    tally: Any = None,
+    rows_per_block: int = _ROWS_PER_BLOCK,
+):
+    """Ray Data worker: one shard (a batch of one plan row) -> its rows, permuted, in blocks."""
+    images = [image_key, *[name for name in extra_images if name != image_key]]
+    for path, shard_id, epoch, skip, expected in zip(
+        batch["path"],
+        batch["shard_id"],
+        batch["epoch"],
+        batch["skip"],
+        batch["expected"],
+        strict=True,
+    ):
+        path = str(path)
+        counter = CorruptionCounter()
+
+        def on_corrupt(error: CorruptShardError, samples: int, counter=counter) -> None:
+            if not skip_corrupt:
+                raise error
+            counter.record(error, samples)
+
+        raws = list(iter_raw_samples(path, on_corrupt, expected_samples=int(expected)))
+        order = _rng(seed, int(epoch), int(shard_id)).permutation(len(raws))[int(skip) :]
+        rows: list[dict[str, Any]] = []
+        for i in order:
+            try:
+                rows.append(decode_sample(path, raws[int(i)], images))
+            except CorruptShardError as error:
+                on_corrupt(error, 1)
+            if len(rows) >= rows_per_block:
+                yield _to_block(rows, image_key, images)
+                rows = []
+        if rows:
+            yield _to_block(rows, image_key, images)
+        if counter.count and tally is not None:
+            tally.record.remote(counter.events)
+
+
+def _to_block(rows: list[dict[str, Any]], image_key: str, images: Sequence[str]):
+    block: dict[str, np.ndarray] = {
+        "image": np.stack([to_model_range(row[image_key]) for row in rows])
+    }
+    for name in images:
+        if name != image_key:
+            block[name] = np.stack([to_model_range(row[name]) for row in rows])
+    for name in ("caption", "key"):
+        column = np.empty(len(rows), dtype=object)
+        column[:] = [row[name] for row in rows]
+        block[name] = column
+    return block
+
+
+def training_dataset(
+    shard_dir: str | os.PathLike[str],
+    split: str = "train",
+    *,
+    image_key: str = "base",
+    extra_images: Sequence[str] = (),
+    seed: int = 0,
+    epoch: int = 0,
+    num_epochs: int = 1,
+    skip_samples: int = 0,
+    skip_corrupt: bool = False,
+    verify_sha256: bool = True,
+    manifest: dict[str, Any] | None = None,
+    tally: Any = None,
+) -> Any:
+    """A Ray Dataset of training rows in a fixed order for ``(seed, epoch)``; see module doc.
+
+    ``manifest`` (from :func:`read_manifest`) avoids re-reading and re-hashing it; otherwise it
+    is read with ``verify_sha256``. ``tally`` (from :func:`corruption_tally`) collects the
+    samples dropped with ``skip_corrupt``. Ray must be initialised
+    (:func:`pipeline.data.ray_session.init_ray`).
+    """
+    import ray
+
+    from pipeline.data.ray_session import configure_data_context
+
+    for name in (image_key, *extra_images):
+        if name not in IMAGE_MEMBERS:
+            raise ValueError(f"unknown image {name!r}; expected one of {sorted(IMAGE_MEMBERS)}")
+    if manifest is None:
+        manifest = read_manifest(shard_dir, verify_sha256=verify_sha256)
+    plan = epoch_plan(
+        manifest,
+        shard_dir,
+        split,
+        seed=seed,
+        epoch=epoch,
+        num_epochs=num_epochs,
+        skip_samples=skip_samples,
+    )
+    configure_data_context()
+    ds = ray.data.from_items(plan, override_num_blocks=len(plan))
+    ds = ds.map_batches(
+        read_shard_rows,
+        batch_size=1,
+        fn_kwargs={
+            "seed": seed,
+            "image_key": image_key,
+            "extra_images": tuple(extra_images),
+            "skip_corrupt": skip_corrupt,
+            "tally": tally,
+        },
+    )
+    ds.context.execution_options.preserve_order = True
+    return ds
+
+
+_TOKENIZER_CACHE: dict[str, Any] = {}
+
+
+def _resolve_tokenizer(tokenizer: Any) -> Any:
+    """A Tokenizer from an instance, a name ("clip") or ``{"name": "gpt2", "encoder_json": ...,
+    "vocab_bpe": ...}``; names/specs are built once per worker process and cached."""
+    if not isinstance(tokenizer, (str, dict)):
+        return tokenizer
+    spec = {"name": tokenizer} if isinstance(tokenizer, str) else dict(tokenizer)
+    cache_key = repr(sorted(spec.items()))
+    if cache_key not in _TOKENIZER_CACHE:
+        from pipeline.text import get_tokenizer
+
+        name = spec.pop("name")
+        _TOKENIZER_CACHE[cache_key] = get_tokenizer(name, **spec)
+    return _TOKENIZER_CACHE[cache_key]
+
+
+def _tokenize(batch: dict[str, np.ndarray], *, tokenizer: Any, text_ctx: int, keep_text: bool):
+    from pipeline.text import tokenize_batch
+
+    captions = [str(c) for c in batch["caption"]]
+    tokens, mask = tokenize_batch(_resolve_tokenizer(tokenizer), captions, text_ctx)
+    out = {name: value for name, value in batch.items() if keep_text or value.dtype != object}
+    out["tokens"] = tokens.numpy()
+    out["mask"] = mask.numpy()
+    return out
+
+
+def tokenize_captions(
+    ds: Any, tokenizer: Any, text_ctx: int, *, batch_size: int = 256, keep_text: bool = True
+) -> Any:
+    """Add ``tokens`` (int64 [text_ctx]) and ``mask`` (bool [text_ctx]) columns, tokenised in
+    batches on the workers with ``pipeline.text.tokenize_batch``.
+
+    ``tokenizer`` is a picklable Tokenizer object, or better a spec the workers build (once per
+    process) with ``pipeline.text.get_tokenizer``: ``"clip"``, or ``{"name": "gpt2",
+    "encoder_json": path, "vocab_bpe": path}``. ``keep_text=False`` drops the string columns
+    (caption, key) so ``iter_torch_batches`` needs no collate_fn. Order is kept."""
+    if isinstance(tokenizer, dict) and "name" not in tokenizer:
+        raise ValueError("a tokenizer spec dict needs a 'name' key")
+    ds = ds.map_batches(
+        _tokenize,
+        batch_size=batch_size,
+        fn_kwargs={"tokenizer": tokenizer, "text_ctx": int(text_ctx), "keep_text": keep_text},
+    )
+    ds.context.execution_options.preserve_order = True
+    return ds
+
+
+class CollateToTorch(NumpyBatchCollateFn):
+    """``iter_torch_batches(collate_fn=CollateToTorch())``: numeric columns -> tensors (copied,
+    so they are writable), string columns -> lists of str."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        out: dict[str, Any] = {}
+        for name, value in batch.items():
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+                out[name] = torch.from_numpy(np.array(value, copy=True))
+            else:
+                out[name] = [str(v) for v in value]
+        return out
+
+
+collate_to_torch = CollateToTorch()
+
+
+def corruption_tally() -> Any:
+    """A Ray actor counting samples dropped as corrupt: ``ray.get(t.summary.remote())`` ->
+    ``{"count": n, "events": [[shard, member, problem, samples], ...]}``."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class CorruptionTally:
+        def __init__(self) -> None:
+            self.events: list[tuple[str, str, str, int]] = []
+
+        def record(self, events: list[tuple[str, str, str, int]]) -> None:
+            self.events.extend(events)
+
+        def summary(self) -> dict[str, Any]:
+            return {"count": sum(e[3] for e in self.events), "events": sorted(self.events)}
+
+    return CorruptionTally.remote()
