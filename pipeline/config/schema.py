@@ -143,7 +143,6 @@ class TrainConfig:
     strategy: str = "ddp"  # ddp | fsdp
     torch_threads: int = 0  # intra-op threads per worker; 0 -> cpus_per_worker
     skip_corrupt_samples: bool = False
-    shuffle_buffer: int = 1000  # rows in each worker's seeded local shuffle buffer (0 = off)
     checkpoint_dir: str = "checkpoints"  # resume checkpoints: <dir>/<stage>/<fingerprint>/
     init_from: str = ""  # checkpoint to start from (fine-tuning stages)
     output: str = MISSING

@@ -42,7 +42,7 @@ def init_ray(ray_cfg: Any) -> None:
 
     if not ray.is_initialized():
         quiet: dict[str, Any] = {
-            "log_to_driver": False,
+            "log_to_driver": True,  # training progress and worker errors reach the console
             "logging_level": logging.WARNING,
             "configure_logging": True,
         }

@@ -1,5 +1,5 @@
 """Low-level file I/O shared by every layer: atomic writes and safe archive paths."""
 
-from pipeline.io.atomic import atomic_write_bytes, atomic_write_text, atomic_output_path
+from pipeline.io.atomic import atomic_output_path, atomic_write_bytes, atomic_write_text
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output_path"]

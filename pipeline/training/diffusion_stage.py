@@ -57,9 +57,8 @@ def run_diffusion_stage(
         return tokenize_captions(
             dataset, tokenizer_spec(model_cfg), int(model_cfg.text_ctx), keep_text=False
         )
-    data_id = json.dumps(
-        [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
-    )
+
+    data_id = json.dumps([s["sha256"] for s in manifest["splits"]["train"]["shards"]])
     fingerprint = run_fingerprint(cfg, stage, model_section, data_id)
     metrics = fit_on_ray(
         cfg,
