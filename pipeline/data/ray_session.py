@@ -9,6 +9,7 @@ cluster nodes need the dependencies but not this source tree.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,28 @@ def init_ray(ray_cfg: Any) -> None:
     import ray
 
     if not ray.is_initialized():
+        # Ray Train would route every print of a worker through logging, which doubles each
+        # line on the console; plain prints are what our progress log wants.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         quiet: dict[str, Any] = {
             "log_to_driver": True,  # training progress and worker errors reach the console
             "logging_level": logging.WARNING,
             "configure_logging": True,
+            # Ray's own loggers in worker processes: errors only. Ray Train's placement-group
+            # cleaner otherwise warns every second that the State API (it needs the dashboard,
+            # which we do not start) is unavailable. Our progress lines are prints.
+            "logging_config": ray.LoggingConfig(encoding="TEXT", log_level="ERROR"),
         }
         address = str(getattr(ray_cfg, "address", "") or "")
         if address:  # an existing cluster owns its resources and dashboard
             import pipeline
 
             package = Path(pipeline.__file__).resolve().parent
-            ray.init(address=address, runtime_env={"py_modules": [str(package)]}, **quiet)
+            runtime_env = {
+                "py_modules": [str(package)],
+                "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
+            }
+            ray.init(address=address, runtime_env=runtime_env, **quiet)
         else:
             ray.init(
                 num_cpus=int(ray_cfg.num_cpus),

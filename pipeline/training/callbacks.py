@@ -1,22 +1,50 @@
-"""Lightning callbacks of the diffusion stages: sample grids, a step-based progress bar."""
+"""Lightning callbacks of the diffusion stages: sample grids, a step-based progress log."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import TQDMProgressBar
 
 from pipeline.sampling import captioned_grid, sample_text_to_image
 from pipeline.text import Tokenizer
 
 
-class StepProgressBar(TQDMProgressBar):
-    """A progress bar over optimizer steps (the data stream has no length)."""
+class StepProgressLog(pl.Callback):
+    """Progress as one line every ``every_n_steps`` steps: step/max, loss, images/s, ETA.
 
-    @property
-    def total_train_batches(self) -> int | float:
-        return self.trainer.max_steps
+    Ray forwards worker output line by line, so a line log shows progress where a carriage-return
+    progress bar would stay invisible until the end.
+    """
+
+    def __init__(self, every_n_steps: int, batch_size: int, stage: str) -> None:
+        self.every_n_steps = max(1, int(every_n_steps))
+        self.batch_size = int(batch_size)
+        self.stage = stage
+        self._t0 = 0.0
+        self._step0 = 0
+
+    def on_train_start(self, trainer: pl.Trainer, module: Any) -> None:
+        self._t0, self._step0 = time.monotonic(), trainer.global_step
+        if trainer.is_global_zero and self._step0:
+            print(f"[{self.stage}] resuming at step {self._step0}/{trainer.max_steps}", flush=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, *args: Any) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or (step % self.every_n_steps and step != trainer.max_steps):
+            return
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        done = max(step - self._step0, 1)
+        rate = done * self.batch_size / elapsed
+        eta = (trainer.max_steps - step) * elapsed / done
+        loss = trainer.callback_metrics.get("loss")
+        loss_text = f" loss {float(loss):.4f}" if loss is not None else ""
+        print(
+            f"[{self.stage}] step {step}/{trainer.max_steps}{loss_text} "
+            f"{rate:.1f} img/s, eta {eta / 60:.1f} min",
+            flush=True,
+        )
 
 
 class SampleGridCallback(pl.Callback):

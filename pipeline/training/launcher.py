@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import uuid
@@ -70,12 +71,13 @@ def _train_loop(config: dict[str, Any]) -> None:
         prepare_trainer,
     )
 
-    from pipeline.training.callbacks import SampleGridCallback, StepProgressBar
+    from pipeline.training.callbacks import SampleGridCallback, StepProgressLog
     from pipeline.training.checkpoint_io import AtomicCheckpointIO
     from pipeline.training.data_feed import StepFeed
     from pipeline.training.diffusion_module import GlideDiffusionModule
     from pipeline.training.model_setup import build_tokenizer
 
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per worker
     cfg = OmegaConf.create(config["cfg"])
     stage, model_section = config["stage"], config["model_section"]
     train = cfg[stage]
@@ -131,7 +133,7 @@ def _train_loop(config: dict[str, Any]) -> None:
             enable_version_counter=False,
         ),
         grids,
-        StepProgressBar(refresh_rate=max(1, int(train.log_every_steps))),
+        StepProgressLog(int(train.log_every_steps), int(train.batch_size), stage),
     ]
     strategy = RayFSDPStrategy() if train.strategy == "fsdp" else RayDDPStrategy()
     trainer = pl.Trainer(
@@ -148,6 +150,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         num_sanity_val_steps=0,
         limit_val_batches=0,
         enable_model_summary=False,
+        enable_progress_bar=False,
         max_epochs=-1,
     )
     trainer = prepare_trainer(trainer)
