@@ -28,8 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train_samples": manifest["splits"]["train"]["num_samples"],
             "val_samples": manifest["splits"]["val"]["num_samples"],
         }
-        atomic_write_text(METRICS_PATH, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         run.log_metrics({f"shard/{k}": v for k, v in metrics.items()})
+        record = {**metrics, "mlflow_run_id": run.run_id}
+        atomic_write_text(METRICS_PATH, json.dumps(record, indent=2, sort_keys=True) + "\n")
         run.log_artifact(out_dir / "manifest.json")
         run.log_artifact(out_dir / "config.yaml")
     return 0

@@ -24,9 +24,11 @@ class StepProgressLog(pl.Callback):
         self.stage = stage
         self._t0 = 0.0
         self._step0 = 0
+        self._last = (0.0, 0)
 
     def on_train_start(self, trainer: pl.Trainer, module: Any) -> None:
         self._t0, self._step0 = time.monotonic(), trainer.global_step
+        self._last = (self._t0, self._step0)
         if trainer.is_global_zero and self._step0:
             print(f"[{self.stage}] resuming at step {self._step0}/{trainer.max_steps}", flush=True)
 
@@ -34,10 +36,13 @@ class StepProgressLog(pl.Callback):
         step = trainer.global_step
         if not trainer.is_global_zero or (step % self.every_n_steps and step != trainer.max_steps):
             return
-        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        now = time.monotonic()
+        elapsed = max(now - self._t0, 1e-9)
         done = max(step - self._step0, 1)
-        rate = done * self.batch_size / elapsed
         eta = (trainer.max_steps - step) * elapsed / done
+        last_time, last_step = self._last
+        rate = max(step - last_step, 1) * self.batch_size / max(now - last_time, 1e-9)
+        self._last = (now, step)
         loss = trainer.callback_metrics.get("loss")
         loss_text = f" loss {float(loss):.4f}" if loss is not None else ""
         print(

@@ -73,7 +73,8 @@ def run_diffusion_stage(
         init_from=str(train.init_from),
         grid_output=grid_path,
     )
-    atomic_write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    record = {**metrics, "mlflow_run_id": run.run_id if run else ""}
+    atomic_write_text(metrics_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     if run is not None:
         run.log_metrics({f"{stage}/{k}": v for k, v in metrics.items()})
         run.set_tags({"glide.output": str(train.output), "glide.fingerprint": fingerprint})

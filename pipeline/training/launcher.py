@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -58,6 +59,20 @@ def resume_checkpoint_dir(cfg: DictConfig, stage: str, fingerprint: str) -> Path
     return Path(cfg[stage].checkpoint_dir).resolve() / stage / fingerprint
 
 
+def _raise_priority() -> None:
+    """Run the training worker at normal priority (Ray starts workers at nice 15).
+
+    Ray's service actors and Ray Data's decoding tasks stay at nice 15, so on a small machine
+    they yield to training instead of the other way round (measured on 2 cores, mini profile:
+    7.8 img/s at nice 15, 21.6 img/s at nice 0). Lowering niceness needs privileges; without
+    them the worker keeps Ray's default.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except (PermissionError, OSError):
+        print("note: cannot raise the training worker's priority (needs CAP_SYS_NICE)", flush=True)
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Ray Train worker: build the module, the data stream and a Lightning Trainer; fit."""
     import lightning.pytorch as pl
@@ -77,6 +92,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     from pipeline.training.diffusion_module import GlideDiffusionModule
     from pipeline.training.model_setup import build_tokenizer
 
+    _raise_priority()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per worker
     cfg = OmegaConf.create(config["cfg"])
     stage, model_section = config["stage"], config["model_section"]
@@ -233,6 +249,11 @@ def fit_on_ray(
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),
         datasets={"train": dataset},
+        # One worker has nothing to split with: skip Ray Data's split coordinator, an actor that
+        # polls a CPU core (a third of a 2-core machine's training throughput).
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split="all" if int(train.num_workers) > 1 else []
+        ),
     )
     result = trainer.fit()  # raises ray.train.TrainingFailedError with the worker's error
     if result.checkpoint is None:
