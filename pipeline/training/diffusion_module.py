@@ -69,7 +69,6 @@ class GlideDiffusionModule(pl.LightningModule):
         self.nonfinite_total = 0
         self.nonfinite_in_a_row = 0
         self.recent: dict[str, deque[float]] = {}
-        self._ema_step = -1
 
     # ------------------------------------------------------------------ training
     def conditioning(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -135,10 +134,10 @@ class GlideDiffusionModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self.ema.shadow = {k: v.to(self.device) for k, v in self.ema.shadow.items()}
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.global_step != self._ema_step:  # an optimizer step happened
-            self.ema.update(self.model)
-            self._ema_step = self.global_step
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA update (before any callback, e.g. checkpointing)."""
+        super().optimizer_step(*args, **kwargs)
+        self.ema.update(self.model)
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.train_cfg
@@ -162,7 +161,6 @@ class GlideDiffusionModule(pl.LightningModule):
             "ema": self.ema.state_dict(),
             "nonfinite_total": self.nonfinite_total,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            "ema_step": self._ema_step,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "recent": {k: list(v) for k, v in self.recent.items()},
@@ -173,7 +171,6 @@ class GlideDiffusionModule(pl.LightningModule):
         self.ema.load_state_dict(state["ema"])
         self.nonfinite_total = int(state["nonfinite_total"])
         self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
-        self._ema_step = int(state["ema_step"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -67,9 +67,12 @@ def _raise_priority() -> None:
     7.8 img/s at nice 15, 21.6 img/s at nice 0). Lowering niceness needs privileges; without
     them the worker keeps Ray's default.
     """
+    task_dir = Path("/proc/self/task")  # Linux niceness is per thread: set every thread's
+    threads = [int(tid) for tid in os.listdir(task_dir)] if task_dir.is_dir() else [0]
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
-    except (PermissionError, OSError):
+        for tid in threads:
+            os.setpriority(os.PRIO_PROCESS, tid, 0)
+    except (PermissionError, ProcessLookupError, OSError):
         print("note: cannot raise the training worker's priority (needs CAP_SYS_NICE)", flush=True)
 
 
