@@ -137,7 +137,7 @@ class GlideDiffusionModule(pl.LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA update (before any callback, e.g. checkpointing)."""
         super().optimizer_step(*args, **kwargs)
-        self.ema.update(self.model)
+        self.ema.update(self.model, step=self.global_step)
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.train_cfg

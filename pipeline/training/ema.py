@@ -11,20 +11,32 @@ class EMA:
 
     Buffers that are not floating point are copied. The shadow lives on the model's device in
     float32 (also when training in bf16) and is saved in checkpoints via ``state_dict``.
+
+    With ``warmup`` the decay at optimizer step ``n`` is ``min(decay, (1 + n) / (10 + n))``, so the
+    average does not drag the random initial weights along for the first ~1/(1-decay) steps (short
+    runs: measured on the mini profile, a 0.99 EMA without warm-up still sampled pure noise at
+    step 250 while the raw weights drew shapes).
     """
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
+        self.warmup = bool(warmup)
         self.shadow = {
             name: t.detach().clone().float() if t.is_floating_point() else t.detach().clone()
             for name, t in model.state_dict().items()
         }
 
+    def decay_at(self, step: int) -> float:
+        """The decay used at optimizer step ``step`` (0-based)."""
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the shadow towards the model's current weights."""
+    def update(self, model: nn.Module, step: int) -> None:
+        """Move the shadow towards the model's current weights (after optimizer step ``step``)."""
         floats_shadow, floats_model = [], []
         for name, tensor in model.state_dict().items():
             target = self.shadow[name]
@@ -34,7 +46,7 @@ class EMA:
             else:
                 target.copy_(tensor)
         if floats_shadow:
-            torch._foreach_lerp_(floats_shadow, floats_model, 1.0 - self.decay)
+            torch._foreach_lerp_(floats_shadow, floats_model, 1.0 - self.decay_at(step))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: t.clone() for name, t in self.shadow.items()}
