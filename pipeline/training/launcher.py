@@ -176,6 +176,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     last = ckpt_dir / "last.ckpt"
     trainer.fit(module, train_dataloaders=feed, ckpt_path=str(last) if last.exists() else None)
 
+    if rank == 0 and grids.last_grid is None and grids.prompts:
+        grids.last_grid = grids.make_grid(module)  # resumed at max_steps: no train hooks ran
     metrics = {"step": int(module.global_step), "nonfinite_steps": module.nonfinite_total}
     metrics.update({f"final_{k}": v for k, v in module.final_losses().items()})
     if rank == 0:
