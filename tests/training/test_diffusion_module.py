@@ -29,7 +29,8 @@ def fixed_loss(module, batch, seed=123):
     return float(losses["mse"].mean())
 
 
-def fit(module, batch, steps, **trainer_kwargs):
+def fit(module, batch, steps, batches=None, **trainer_kwargs):
+    """Fit on ``batch`` repeated, or on the iterable ``batches`` when given."""
     trainer = pl.Trainer(
         max_steps=steps,
         accelerator="cpu",
@@ -40,7 +41,7 @@ def fit(module, batch, steps, **trainer_kwargs):
         gradient_clip_val=1.0,
         **trainer_kwargs,
     )
-    trainer.fit(module, train_dataloaders=itertools.repeat(batch))
+    trainer.fit(module, train_dataloaders=batches or itertools.repeat(batch))
     return trainer
 
 
@@ -98,17 +99,8 @@ def test_nonfinite_loss_skips_steps_then_stops(tiny_model_kwargs, scene_batch):
     fit(reference, scene_batch, steps=1)  # one good step only
 
     module = new_module()
-    trainer = pl.Trainer(
-        max_steps=10,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-    )
     with pytest.raises(NonFiniteLossError, match="3 consecutive steps"):
-        trainer.fit(module, train_dataloaders=itertools.chain([scene_batch], itertools.repeat(bad)))
+        fit(module, None, 10, batches=itertools.chain([scene_batch], itertools.repeat(bad)))
     assert module.nonfinite_total == 3
     # the NaN steps changed no weight: the model equals the one that saw the good step alone
     for key, value in module.model.state_dict().items():
