@@ -188,15 +188,38 @@ def validate(cfg: DictConfig) -> None:
         f"must equal shard.base_resolution ({shard.base_resolution})",
     )
     _require(base.tokenizer in ("clip", "gpt2"), "base_model.tokenizer", "must be clip or gpt2")
-    train = cfg.pretrain_base
-    _require(train.max_steps > 0, "pretrain_base.max_steps", "must be positive")
-    _require(train.batch_size > 0, "pretrain_base.batch_size", "must be positive")
+    for stage in TRAINING_STAGES:
+        _validate_training(cfg[stage], stage)
     _require(
-        0.0 <= train.caption_drop_prob <= 1.0,
-        "pretrain_base.caption_drop_prob",
-        "must be in [0, 1]",
+        bool(cfg.finetune_cfg.init_from),
+        "finetune_cfg.init_from",
+        "must name the base model file to fine-tune",
     )
-    _require(train.strategy in ("ddp", "fsdp"), "pretrain_base.strategy", "must be ddp or fsdp")
+
+
+TRAINING_STAGES = ("pretrain_base", "finetune_cfg")
+
+
+def _validate_training(train: DictConfig, stage: str) -> None:
+    _require(train.max_steps > 0, f"{stage}.max_steps", "must be positive")
+    _require(train.batch_size > 0, f"{stage}.batch_size", "must be positive")
+    _require(train.lr > 0, f"{stage}.lr", "must be positive")
+    _require(train.data_buffer_mb > 0, f"{stage}.data_buffer_mb", "must be positive")
+    _require(
+        0.0 <= train.caption_drop_prob <= 1.0, f"{stage}.caption_drop_prob", "must be in [0, 1]"
+    )
+    _require(0.0 <= train.ema_decay < 1.0, f"{stage}.ema_decay", "must be in [0, 1)")
+    _require(train.strategy in ("ddp", "fsdp"), f"{stage}.strategy", "must be ddp or fsdp")
+    _require(
+        train.lr_schedule in ("constant", "cosine"),
+        f"{stage}.lr_schedule",
+        "must be constant or cosine",
+    )
+    _require(
+        train.batch_size % max(1, train.num_workers) == 0,
+        f"{stage}.batch_size",
+        f"must be divisible by num_workers ({train.num_workers})",
+    )
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike[str]) -> Path:

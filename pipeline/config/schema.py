@@ -143,6 +143,9 @@ class TrainConfig:
     strategy: str = "ddp"  # ddp | fsdp
     torch_threads: int = 0  # intra-op threads per worker; 0 -> cpus_per_worker
     skip_corrupt_samples: bool = False
+    data_buffer_mb: int = (
+        256  # object-store budget of the input stream: how far Ray Data reads ahead
+    )
     checkpoint_dir: str = "checkpoints"  # resume checkpoints: <dir>/<stage>/<fingerprint>/
     init_from: str = ""  # checkpoint to start from (fine-tuning stages)
     output: str = MISSING
@@ -159,3 +162,11 @@ class PipelineConfig:
     shard: ShardConfig = field(default_factory=ShardConfig)
     base_model: GlideModelConfig = field(default_factory=GlideModelConfig)
     pretrain_base: TrainConfig = field(default_factory=lambda: TrainConfig(output="models/base.pt"))
+    finetune_cfg: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            output="models/cfg.pt",
+            init_from="models/base.pt",
+            caption_drop_prob=0.2,
+            sample_guidance=[1.0, 3.0],
+        )
+    )

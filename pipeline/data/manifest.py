@@ -28,8 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.data.shard_writer import sha256_file
-from pipeline.io import atomic_write_text
+from pipeline.io import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "glide-shards/1"

@@ -18,8 +18,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from pipeline.data.manifest import ManifestError, read_manifest  # noqa: F401 (re-exported)
 from pipeline.data.tar_members import member_kind, member_problem, split_member_name
 
@@ -114,11 +112,6 @@ def iter_raw_samples(
             ),
             expected_samples - seen,
         )
-
-
-def to_model_range(image: np.ndarray) -> np.ndarray:
-    """uint8 HWC -> float32 CHW in [-1, 1]."""
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 127.5 - 1.0
 
 
 def decode_sample(

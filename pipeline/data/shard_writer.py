@@ -64,14 +64,6 @@ def check_key(key: str) -> str:
     return key
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar pads the archive to whole records, as tarfile and GNU tar do
 

@@ -1,5 +1,6 @@
 """Low-level file I/O shared by every layer: atomic writes and safe archive paths."""
 
 from pipeline.io.atomic import atomic_output_path, atomic_write_bytes, atomic_write_text
+from pipeline.io.hashing import sha256_file
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output_path"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_output_path", "sha256_file"]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline.models.factory import create_glide_model
+from pipeline.models.factory import create_glide_model, resolve_config
 from pipeline.models.glide_unet import Text2ImUNet
 
 FORMAT = "glide-pipeline/model-v1"
@@ -59,13 +60,18 @@ def model_file_payload(
     }
 
 
-def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a model file's dict with ``weights_only=True``; clear errors for bad files."""
+def read_model_file(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
+    """Load a model file's dict with ``weights_only=True``; clear errors for bad files.
+
+    ``mmap=True`` maps the weights instead of reading them (cheap metadata checks).
+    """
     where = Path(path)
     if not where.is_file():
         raise ModelFileError(f"model file not found: {where}")
+    if not zipfile.is_zipfile(where):  # torch.save writes a zip archive
+        raise ModelFileError(f"cannot read model file {where}: not a PyTorch file (truncated?)")
     try:
-        payload = torch.load(where, map_location="cpu", weights_only=True)
+        payload = torch.load(where, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise ModelFileError(
             f"refusing {where}: it holds objects other than tensors and plain data ({err})"
@@ -92,3 +98,33 @@ def load_model(
     except RuntimeError as err:
         raise ModelFileError(f"{path}: weights do not fit the model it describes: {err}") from err
     return model.to(device).eval(), payload
+
+
+def require_compatible(
+    payload: dict[str, Any],
+    model_config: dict[str, Any],
+    tokenizer: str,
+    *,
+    where: str | os.PathLike[str],
+    ignore: tuple[str, ...] = (),
+) -> None:
+    """Raise ModelFileError naming every setting where a model file differs from the model a
+    stage builds (``model_config``: resolved GLIDE kwargs) or from the stage's tokenizer.
+
+    ``ignore``: keys allowed to differ (e.g. ``inpaint`` when widening a base model).
+    """
+    expected = _plain(resolve_config(**model_config))
+    found = payload.get("model_config", {})
+    differences = [
+        f"{key}: file has {found.get(key)!r}, config has {expected[key]!r}"
+        for key in sorted(expected)
+        if key not in ignore and found.get(key) != expected[key]
+    ]
+    if payload.get("tokenizer") != tokenizer:
+        differences.append(
+            f"tokenizer: file has {payload.get('tokenizer')!r}, config has {tokenizer!r}"
+        )
+    if differences:
+        raise ModelFileError(
+            f"{where} does not match the configured model: " + "; ".join(differences)
+        )

@@ -30,7 +30,7 @@ class NonFiniteLossError(RuntimeError):
 def images_to_model_range(images: Tensor) -> Tensor:
     """uint8 [B, H, W, 3] or float [B, 3, H, W] in [-1, 1] -> float [B, 3, H, W] in [-1, 1]."""
     if images.dtype == torch.uint8:
-        return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
     return images.float()
 
 
@@ -187,8 +187,10 @@ class GlideDiffusionModule(pl.LightningModule):
         """Mean of the last (up to 50) steps' loss, mse and vb."""
         return {k: sum(v) / len(v) for k, v in self.recent.items() if v}
 
-    def model_file(self, *, mlflow_run_id: str, stage: str) -> dict[str, Any]:
-        """The model file payload with the EMA weights."""
+    def model_file(
+        self, *, mlflow_run_id: str, stage: str, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The model file payload with the EMA weights; ``extra``: provenance to record."""
         return model_file_payload(
             {k: v.float() if v.is_floating_point() else v for k, v in self.ema.shadow.items()},
             self.model.config,
@@ -197,5 +199,5 @@ class GlideDiffusionModule(pl.LightningModule):
             step=int(self.global_step),
             mlflow_run_id=mlflow_run_id,
             stage=stage,
-            extra={"nonfinite_steps": self.nonfinite_total},
+            extra={**(extra or {}), "nonfinite_steps": self.nonfinite_total},
         )

@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from pipeline.config import load_config, save_config
 from pipeline.data import init_ray, read_manifest, tokenize_captions, training_dataset
+from pipeline.data.manifest import MANIFEST_NAME
 from pipeline.data.train_input import resume_position, samples_per_epoch
-from pipeline.io import atomic_write_text
-from pipeline.tracking import StageRun
+from pipeline.io import atomic_write_text, sha256_file
+from pipeline.models.model_file import read_model_file, require_compatible
+from pipeline.tracking import StageRun, stage_run
 from pipeline.training.data_feed import epochs_needed
 from pipeline.training.launcher import fit_on_ray, run_fingerprint
 from pipeline.training.model_setup import (
@@ -21,6 +26,22 @@ from pipeline.training.model_setup import (
     glide_model_kwargs,
     tokenizer_spec,
 )
+
+
+def manifest_digest(shard_dir: Path) -> str:
+    """SHA-256 of the shard manifest: which data a model was trained on."""
+    return sha256_file(shard_dir / MANIFEST_NAME)
+
+
+def check_init_model(
+    path: str | Path, model_kwargs: dict[str, Any], tokenizer_identity: str
+) -> str:
+    """Fail before any training when the model file a stage starts from is missing or does not
+    match the configured model; return its SHA-256 (part of the run's fingerprint, so a new
+    starting model never resumes checkpoints made from the old one)."""
+    payload = read_model_file(path, mmap=True)
+    require_compatible(payload, model_kwargs, tokenizer_identity, where=path)
+    return sha256_file(path)
 
 
 def run_diffusion_stage(
@@ -58,19 +79,27 @@ def run_diffusion_stage(
             dataset, tokenizer_spec(model_cfg), int(model_cfg.text_ctx), keep_text=False
         )
 
-    data_id = json.dumps([s["sha256"] for s in manifest["splits"]["train"]["shards"]])
+    model_kwargs = glide_model_kwargs(model_cfg, tokenizer.vocab_size)
+    inputs = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
+    provenance = {"data_manifest_sha256": manifest_digest(shard_dir)}
+    if train.init_from:
+        init_sha256 = check_init_model(train.init_from, model_kwargs, tokenizer.identity)
+        inputs.append(init_sha256)
+        provenance.update(init_from=str(train.init_from), init_from_sha256=init_sha256)
+    data_id = json.dumps(inputs)
     fingerprint = run_fingerprint(cfg, stage, model_section, data_id)
     metrics = fit_on_ray(
         cfg,
         stage=stage,
         model_section=model_section,
         make_dataset=make_dataset,
-        model_kwargs=glide_model_kwargs(model_cfg, tokenizer.vocab_size),
+        model_kwargs=model_kwargs,
         diffusion=diffusion_settings(model_cfg),
         fingerprint=fingerprint,
         run_id=run.run_id if run else "",
         tracking_uri=run.tracking_uri if run else "",
         init_from=str(train.init_from),
+        provenance=provenance,
         grid_output=grid_path,
     )
     record = {**metrics, "mlflow_run_id": run.run_id if run else ""}
@@ -81,3 +110,20 @@ def run_diffusion_stage(
         if grid_path is not None and Path(grid_path).exists():
             run.log_artifact(grid_path, "samples")
     return metrics
+
+
+def stage_main(stage: str, model_section: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point of a diffusion training stage: config (with ``key=value`` overrides from
+    ``argv``), MLflow run, training; writes the model file, its config, metrics and sample grid."""
+    cfg = load_config(list(sys.argv[1:] if argv is None else argv))
+    with stage_run(cfg, stage) as run:
+        run_diffusion_stage(
+            cfg,
+            stage=stage,
+            model_section=model_section,
+            run=run,
+            metrics_path=Path("metrics") / f"{stage}.json",
+            grid_path=Path("samples") / f"{stage}.png",
+        )
+        save_config(cfg, Path(cfg[stage].output).with_suffix(".config.yaml"))
+    return 0

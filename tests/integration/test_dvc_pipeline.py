@@ -1,5 +1,6 @@
 """`dvc repro` of the real stages on the ci profile, tracked in a real local MLflow store."""
 
+import hashlib
 import json
 import subprocess
 
@@ -67,3 +68,46 @@ def test_exp_run_sets_any_parameter(ci_pipeline):
     subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=root, check=True)
     run([str(BIN / "dvc"), "checkout", "--force"], root)
     assert torch.load(root / "models/base.pt", weights_only=True)["step"] == 30
+
+
+def test_finetune_cfg_starts_from_base_and_logs_both_losses(ci_pipeline):
+    root, _ = ci_pipeline
+    model, meta = load_model(root / "models/cfg.pt")
+    assert meta["step"] == 20 and meta["stage"] == "finetune_cfg"
+    base_sha = hashlib.sha256((root / "models/base.pt").read_bytes()).hexdigest()
+    assert meta["extra"]["init_from_sha256"] == base_sha
+    assert (root / "samples/finetune_cfg.png").stat().st_size > 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    run_ = client.get_run(meta["mlflow_run_id"])
+    assert run_.data.tags["glide.stage"] == "finetune_cfg"
+    assert run_.data.params["finetune_cfg.caption_drop_prob"] == "0.2"
+    assert {"train/loss_cond", "train/loss_uncond"} <= set(run_.data.metrics)
+    base_run = client.get_run(load_model(root / "models/base.pt")[1]["mlflow_run_id"])
+    assert run_.data.tags["mlflow.parentRunId"] == base_run.data.tags["mlflow.parentRunId"]
+
+
+def test_glide_sample_command_on_the_trained_model(ci_pipeline, tmp_path):
+    root, _ = ci_pipeline
+    out = tmp_path / "samples"
+    log = run(
+        [
+            str(BIN / "glide-sample"),
+            "--model",
+            "models/cfg.pt",
+            "--prompt",
+            "a red circle",
+            "--prompt",
+            "a blue square",
+            "--guidance",
+            "3",
+            "--steps",
+            "ddim5",
+            "--batch",
+            "2",
+            "--out",
+            str(out),
+        ],
+        root,
+    )
+    assert len(list(out.glob("00*_00*.png"))) == 4 and (out / "grid.png").exists()
+    assert "wrote 4 images" in log
