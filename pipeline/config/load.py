@@ -190,14 +190,18 @@ def validate(cfg: DictConfig) -> None:
     _require(base.tokenizer in ("clip", "gpt2"), "base_model.tokenizer", "must be clip or gpt2")
     for stage in TRAINING_STAGES:
         _validate_training(cfg[stage], stage)
+    for stage in ("finetune_cfg", "finetune_inpaint"):
+        _require(bool(cfg[stage].init_from), f"{stage}.init_from", "must name a model file")
+    masks = cfg.finetune_inpaint.masks
+    shares = [masks[kind] for kind in masks]
     _require(
-        bool(cfg.finetune_cfg.init_from),
-        "finetune_cfg.init_from",
-        "must name the base model file to fine-tune",
+        all(share >= 0 for share in shares) and sum(shares) > 0,
+        "finetune_inpaint.masks",
+        "shares must be >= 0 with a positive sum",
     )
 
 
-TRAINING_STAGES = ("pretrain_base", "finetune_cfg")
+TRAINING_STAGES = ("pretrain_base", "finetune_cfg", "finetune_inpaint")
 
 
 def _validate_training(train: DictConfig, stage: str) -> None:

@@ -152,6 +152,25 @@ class TrainConfig:
 
 
 @dataclass
+class MaskMixConfig:
+    """Shares of each kind of training mask for inpainting (pipeline/data/masks.py); they are
+    normalised, so only their ratios matter."""
+
+    rectangle: float = 0.35
+    brush: float = 0.3
+    border: float = 0.2  # outpainting
+    full: float = 0.1  # everything generated
+    none: float = 0.05  # nothing generated
+
+
+@dataclass
+class InpaintTrainConfig(TrainConfig):
+    """The inpainting fine-tuning stage: a TrainConfig plus the mix of training masks."""
+
+    masks: MaskMixConfig = field(default_factory=MaskMixConfig)
+
+
+@dataclass
 class PipelineConfig:
     """The whole resolved configuration; one field per stage section plus shared sections."""
 
@@ -168,5 +187,13 @@ class PipelineConfig:
             init_from="models/base.pt",
             caption_drop_prob=0.2,
             sample_guidance=[1.0, 3.0],
+        )
+    )
+    finetune_inpaint: InpaintTrainConfig = field(
+        default_factory=lambda: InpaintTrainConfig(
+            output="models/inpaint.pt",
+            init_from="models/cfg.pt",
+            caption_drop_prob=0.2,
+            sample_guidance=[5.0],
         )
     )

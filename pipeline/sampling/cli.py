@@ -1,10 +1,15 @@
-"""``glide-sample``: text-to-image sampling with classifier-free guidance from a model file.
+"""``glide-sample``: text-to-image sampling and text-guided editing from a model file.
 
     glide-sample --prompt "a red circle" --prompt "a blue square" --guidance 3 --steps fast27 \\
         --batch 4 --seed 0 --out samples/cli
 
 writes ``<out>/<prompt index>_<image index>.png`` for every image, ``<out>/grid.png`` (captioned)
 and ``<out>/samples.json`` (prompts, files, settings, the model's MLflow run).
+
+Editing: ``--image IN.png --mask MASK.png`` (white keep, black generate; ``--invert-mask`` for the
+reverse) regenerates the masked region with the inpainting model (models/inpaint.pt), guidance 5
+by default; ``--baseline-replace`` does the same edit with the text-to-image model by replacing
+the known region only.
 
 The command runs in steps (load, generate, write) so that the cascade (``--upsample``) and
 editing (``--image``/``--mask``) add their step without changing the others.
@@ -29,6 +34,7 @@ from pipeline.diffusion import create_diffusion
 from pipeline.io import atomic_output_path, atomic_write_text
 from pipeline.models.model_file import ModelFileError
 from pipeline.sampling.grid import captioned_grid
+from pipeline.sampling.inpaint import check_edit_inputs, sample_inpaint
 from pipeline.sampling.loading import load_sampling_model
 from pipeline.sampling.text_to_image import sample_text_to_image
 from pipeline.text import CaptionTruncatedWarning, encode_batch
@@ -68,13 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompt", action="append", default=[], help="a caption (repeat for several)"
     )
     parser.add_argument(
-        "--model", default="models/cfg.pt", help="model file (default: models/cfg.pt)"
+        "--model",
+        default="",
+        help="model file (default: models/cfg.pt; models/inpaint.pt when editing)",
     )
     parser.add_argument(
         "--guidance",
         type=finite_float,
-        default=3.0,
-        help="classifier-free guidance scale s; 1 = conditional model alone (default 3)",
+        default=None,
+        help="classifier-free guidance scale s; 1 = conditional model alone "
+        "(default 3; 5 when editing, as GLIDE)",
     )
     parser.add_argument(
         "--steps",
@@ -92,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dynamic thresholding percentile in (0, 1) instead of clipping x0 to [-1, 1]",
     )
+    edit = parser.add_argument_group("editing (inpainting)")
+    edit.add_argument("--image", default="", help="PNG/JPEG to edit, at the model's resolution")
+    edit.add_argument("--mask", default="", help="mask image: white = keep, black = generate")
+    edit.add_argument("--invert-mask", action="store_true", help="white = generate instead")
+    edit.add_argument(
+        "--baseline-replace",
+        action="store_true",
+        help="edit with the text-to-image model by replacing the known region only "
+        "(the baseline GLIDE compares against; default model models/cfg.pt)",
+    )
     parser.add_argument("--device", default="", help="cpu, cuda, cuda:1 (default: cuda if any)")
     parser.add_argument("--gpt2-encoder-json", default="", help="GPT-2 BPE models only")
     parser.add_argument("--gpt2-vocab-bpe", default="", help="GPT-2 BPE models only")
@@ -99,8 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
+    """Fill mode-dependent defaults; raise UsageError for values the command cannot use."""
     if not args.prompt:
         raise UsageError("no prompt given: pass at least one --prompt")
+    editing = bool(args.image or args.mask)
+    if editing and not (args.image and args.mask):
+        raise UsageError("editing needs both --image and --mask")
+    if args.baseline_replace and not editing:
+        raise UsageError("--baseline-replace is an editing option: also pass --image and --mask")
+    if not args.model:
+        inpaint_model = editing and not args.baseline_replace
+        args.model = "models/inpaint.pt" if inpaint_model else "models/cfg.pt"
+    if args.guidance is None:
+        args.guidance = 5.0 if editing else 3.0
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise UsageError(f"--threshold must be in (0, 1), got {args.threshold}")
     try:
@@ -109,15 +139,38 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--steps {args.steps!r}: {err}") from err
 
 
+def read_image(path: str, what: str, mode: str) -> np.ndarray:
+    try:
+        with Image.open(path) as opened:
+            return np.asarray(opened.convert(mode))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {what} {path}: {err}") from err
+
+
+def read_edit_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image uint8 [H, W, 3], keep bool [H, W]) from --image / --mask (white = keep)."""
+    image = torch.from_numpy(read_image(args.image, "image", "RGB").copy())
+    keep = torch.from_numpy(read_image(args.mask, "mask", "L") >= 128)
+    return image, ~keep if args.invert_mask else keep
+
+
 def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tensor, dict]:
-    """Text-to-image: uint8 images [P * batch, H, W, 3], prompt-major, and the model's info."""
+    """Text-to-image or editing: uint8 images [P * batch, H, W, 3], prompt-major, and the
+    model's info."""
+    editing = bool(args.image)
+    edit_inputs = read_edit_inputs(args) if editing else None
     loaded = load_sampling_model(
         args.model,
         device=device,
-        expect="text2im",
+        expect="inpaint" if editing and not args.baseline_replace else "text2im",
         gpt2_encoder_json=args.gpt2_encoder_json,
         gpt2_vocab_bpe=args.gpt2_vocab_bpe,
     )
+    if edit_inputs is not None:
+        try:
+            check_edit_inputs(*edit_inputs, int(loaded.model.image_size))
+        except ValueError as err:
+            raise UsageError(str(err)) from err
     text_ctx = int(loaded.model.text_ctx)
     encoded = encode_batch(loaded.tokenizer, list(args.prompt), text_ctx)
     for index, truncated in enumerate(encoded.truncated):
@@ -130,11 +183,33 @@ def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tens
     prompts = [prompt for prompt in args.prompt for _ in range(args.batch)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CaptionTruncatedWarning)  # reported above, per prompt
-        images = _sample(loaded, prompts, args, device)
+        images = _sample(loaded, prompts, args, device, edit_inputs)
     return images, loaded.info
 
 
-def _sample(loaded: Any, prompts: list[str], args: argparse.Namespace, device: torch.device):
+def _sample(
+    loaded: Any,
+    prompts: list[str],
+    args: argparse.Namespace,
+    device: torch.device,
+    edit_inputs: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    if edit_inputs is not None:
+        return sample_inpaint(
+            loaded.model,
+            loaded.tokenizer,
+            prompts,
+            *edit_inputs,
+            guidance_scale=args.guidance,
+            steps=args.steps,
+            diffusion_steps=loaded.diffusion_steps,
+            noise_schedule=loaded.noise_schedule,
+            seed=args.seed,
+            batch_size=args.batch,
+            device=device,
+            threshold=args.threshold,
+            progress=True,
+        )
     return sample_text_to_image(
         loaded.model,
         loaded.tokenizer,
@@ -175,6 +250,14 @@ def write_outputs(
         "model_step": info.get("step"),
         "model_mlflow_run_id": info.get("mlflow_run_id", ""),
         "guidance": args.guidance,
+        "edit": {
+            "image": args.image,
+            "mask": args.mask,
+            "invert_mask": args.invert_mask,
+            "baseline_replace": args.baseline_replace,
+        }
+        if args.image
+        else None,
         "steps": args.steps,
         "seed": args.seed,
         "images": records,

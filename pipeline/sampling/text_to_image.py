@@ -6,7 +6,8 @@ transformer runs once per sampling call, not once per step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,12 +47,20 @@ def sample_text_to_image(
     device: torch.device | str | None = None,
     threshold: float | None = None,
     progress: bool = False,
+    image_kwargs: dict[str, Tensor] | None = None,
+    denoised_fn: Callable[[Tensor], Tensor] | None = None,
+    as_float: bool = False,
 ) -> Tensor:
     """Sample one image per prompt; returns uint8 [N, H, W, 3].
 
     guidance_scale 1 samples the conditional model alone (no unconditional half). ``steps`` is a
     respacing ("100", "fast27", "ddim50", "10,10,3,2,2"). Prompts are processed in batches of
     ``batch_size`` (0 = all at once); the same seed gives the same images for the same batching.
+
+    ``image_kwargs``: extra model inputs with batch size 1 (e.g. ``inpaint_image`` [1, 3, H, W],
+    ``inpaint_mask`` [1, 1, H, W]), repeated over the batch. ``denoised_fn`` post-processes
+    every x0 prediction (e.g. pastes the known region). ``as_float`` returns the samples in
+    [-1, 1] as float [N, 3, H, W] instead.
     """
     if not prompts:
         raise ValueError("no prompts given")
@@ -73,15 +82,20 @@ def sample_text_to_image(
             mask = torch.cat([mask, empty_mask])
         text_outputs = model.encode_text(tokens.to(device), mask.to(device))
         model_fn = classifier_free_guidance_model(model, guidance_scale) if guided else model
+        model_kwargs: dict[str, Any] = {"text_outputs": text_outputs}
+        for name, value in (image_kwargs or {}).items():
+            model_kwargs[name] = value.to(device).expand(tokens.shape[0], *value.shape[1:])
         samples = loop(
             model_fn,
             diffusion,
             (tokens.shape[0], 3, size, size),
             generator=generator,
-            model_kwargs={"text_outputs": text_outputs},
+            model_kwargs=model_kwargs,
+            denoised_fn=denoised_fn,
             threshold=threshold,
             progress=progress,
             device=device,
         )
-        outputs.append(to_uint8(samples[: len(chunk)]))
+        samples = samples[: len(chunk)]
+        outputs.append(samples.float().cpu() if as_float else to_uint8(samples))
     return torch.cat(outputs)

@@ -6,8 +6,10 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 from pipeline.sampling import captioned_grid, sample_text_to_image
+from pipeline.sampling.inpaint import sample_inpaint
 from pipeline.text import Tokenizer
 
 
@@ -69,6 +71,7 @@ class SampleGridCallback(pl.Callback):
         steps: str,
         seed: int,
         log_image: Any = None,
+        edit_sources: list[Any] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
@@ -77,11 +80,14 @@ class SampleGridCallback(pl.Callback):
         self.steps = steps
         self.seed = seed
         self.log_image = log_image  # callable(PIL image, artifact_file) or None
+        self.edit_sources = list(edit_sources or [])  # uint8 HWC images, for inpainting models
         self.last_grid = None
         self._done_step = -1
 
     def make_grid(self, module: Any) -> Any:
         model = module.ema_model()
+        if model.inpaint:
+            return self.make_edit_grid(module, model)
         images, captions = [], []
         for scale in self.guidance_scales:
             out = sample_text_to_image(
@@ -98,6 +104,39 @@ class SampleGridCallback(pl.Callback):
             images.extend(out.numpy())
             captions.extend(f"[s={scale:g}] {p}" for p in self.prompts)
         return captioned_grid(images, captions, columns=len(self.prompts))
+
+    def make_edit_grid(self, module: Any, model: Any) -> Any:
+        """Inpainting models: each prompt edits a held-out image whose centre is erased; the
+        grid shows the masked source above each edit."""
+        if not self.edit_sources:
+            raise ValueError("an inpainting model's sample grid needs edit_sources")
+        size = int(model.image_size)
+        keep = torch.ones(size, size, dtype=torch.bool)
+        keep[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = False
+        sources, edits, captions = [], [], []
+        for index, prompt in enumerate(self.prompts):
+            source = torch.as_tensor(self.edit_sources[index % len(self.edit_sources)])
+            for scale in self.guidance_scales:
+                edited = sample_inpaint(
+                    model,
+                    self.tokenizer,
+                    [prompt],
+                    source,
+                    keep,
+                    guidance_scale=scale,
+                    steps=self.steps,
+                    diffusion_steps=module.diffusion_settings["diffusion_steps"],
+                    noise_schedule=module.diffusion_settings["noise_schedule"],
+                    seed=self.seed,
+                    device=module.device,
+                )
+                sources.append((source * keep[..., None]).numpy())
+                edits.append(edited[0].numpy())
+                captions.append(f"[edit s={scale:g}] {prompt}")
+        columns = len(captions)
+        return captioned_grid(
+            sources + edits, ["(masked source)"] * columns + captions, columns=columns
+        )
 
     def _maybe_sample(self, trainer: pl.Trainer, module: Any, force: bool) -> None:
         step = trainer.global_step

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from pipeline.data.masks import random_masks
 from pipeline.diffusion import create_diffusion
 from pipeline.models import create_glide_model
 from pipeline.models.model_file import model_file_payload
@@ -55,12 +56,14 @@ class GlideDiffusionModule(pl.LightningModule):
         train: dict[str, Any],
         tokenizer_identity: str,
         init_state_dict: dict[str, Tensor] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.model_kwargs = dict(model_kwargs)
         self.diffusion_settings = dict(diffusion)
         self.train_cfg = dict(train)
         self.tokenizer_identity = tokenizer_identity
+        self.seed = int(seed)
         self.model = create_glide_model(**self.model_kwargs)
         if init_state_dict is not None:
             self.model.load_state_dict(init_state_dict, strict=True)
@@ -71,7 +74,7 @@ class GlideDiffusionModule(pl.LightningModule):
         self.recent: dict[str, deque[float]] = {}
 
     # ------------------------------------------------------------------ training
-    def conditioning(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def conditioning(self, batch: dict[str, Tensor], x_start: Tensor) -> dict[str, Tensor]:
         """Model inputs other than x_t and t: the caption (some dropped), variant inputs."""
         tokens, mask = batch["tokens"], batch["mask"].bool()
         p_drop = float(self.train_cfg["caption_drop_prob"])
@@ -82,11 +85,26 @@ class GlideDiffusionModule(pl.LightningModule):
         kwargs: dict[str, Tensor] = {"tokens": tokens, "mask": mask, "_dropped": dropped}
         if self.model.super_res:
             kwargs["low_res"] = images_to_model_range(batch["low_res"])
+        if self.model.inpaint:
+            kwargs["inpaint_image"] = x_start  # the model masks it itself
+            kwargs["inpaint_mask"] = self.training_masks(x_start.shape[0], x_start.shape[-1])
         return kwargs
+
+    def training_masks(self, batch_size: int, size: int) -> Tensor:
+        """Random inpainting masks [B, 1, H, W] (1 = keep) from the configured mix.
+
+        Drawn from a generator seeded by (seed, step, rank), so a resumed run draws the masks an
+        uninterrupted run would have drawn, without keeping any generator state.
+        """
+        generator = torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + int(self.global_step)) * 1009 + int(self.global_rank)
+        )
+        masks, _ = random_masks(batch_size, size, self.train_cfg["masks"], generator)
+        return masks.to(self.device)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         x_start = images_to_model_range(batch["image"])
-        kwargs = self.conditioning(batch)
+        kwargs = self.conditioning(batch, x_start)
         dropped = kwargs.pop("_dropped")
         t = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), device=self.device)
         losses = self.diffusion.training_losses(self.model, x_start, t, model_kwargs=kwargs)

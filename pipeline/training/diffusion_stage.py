@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from pipeline.config import load_config, save_config
 from pipeline.data import init_ray, read_manifest, tokenize_captions, training_dataset
+from pipeline.data.examples import held_out_examples
 from pipeline.data.manifest import MANIFEST_NAME
 from pipeline.data.train_input import resume_position, samples_per_epoch
 from pipeline.io import atomic_write_text, sha256_file
@@ -34,14 +35,23 @@ def manifest_digest(shard_dir: Path) -> str:
 
 
 def check_init_model(
-    path: str | Path, model_kwargs: dict[str, Any], tokenizer_identity: str
+    path: str | Path,
+    model_kwargs: dict[str, Any],
+    tokenizer_identity: str,
+    ignore: tuple[str, ...] = (),
 ) -> str:
     """Fail before any training when the model file a stage starts from is missing or does not
     match the configured model; return its SHA-256 (part of the run's fingerprint, so a new
     starting model never resumes checkpoints made from the old one)."""
     payload = read_model_file(path, mmap=True)
-    require_compatible(payload, model_kwargs, tokenizer_identity, where=path)
+    require_compatible(payload, model_kwargs, tokenizer_identity, where=path, ignore=ignore)
     return sha256_file(path)
+
+
+def edit_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfig) -> list[Any]:
+    """Held-out images (uint8 HWC) that an inpainting stage's sample grids edit."""
+    count = max(1, len(train.sample_prompts))
+    return [ex["base"] for ex in held_out_examples(shard_dir, count, manifest=manifest)]
 
 
 def run_diffusion_stage(
@@ -52,8 +62,13 @@ def run_diffusion_stage(
     run: StageRun | None,
     metrics_path: str | Path,
     grid_path: str | Path | None = None,
+    model_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train the stage's model on the train shards; write its model file and metrics JSON."""
+    """Train the stage's model on the train shards; write its model file and metrics JSON.
+
+    ``model_overrides``: GLIDE keys that set the stage's variant on top of the model section
+    (``{"inpaint": True}`` for inpainting fine-tuning).
+    """
     train = cfg[stage]
     model_cfg = cfg[model_section]
     shard_dir = Path(cfg.shard.output_dir)
@@ -79,11 +94,17 @@ def run_diffusion_stage(
             dataset, tokenizer_spec(model_cfg), int(model_cfg.text_ctx), keep_text=False
         )
 
-    model_kwargs = glide_model_kwargs(model_cfg, tokenizer.vocab_size)
+    model_kwargs = {
+        **glide_model_kwargs(model_cfg, tokenizer.vocab_size),
+        **(model_overrides or {}),
+    }
     inputs = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
     provenance = {"data_manifest_sha256": manifest_digest(shard_dir)}
     if train.init_from:
-        init_sha256 = check_init_model(train.init_from, model_kwargs, tokenizer.identity)
+        widening = ("inpaint",) if model_kwargs.get("inpaint") else ()
+        init_sha256 = check_init_model(
+            train.init_from, model_kwargs, tokenizer.identity, ignore=widening
+        )
         inputs.append(init_sha256)
         provenance.update(init_from=str(train.init_from), init_from_sha256=init_sha256)
     data_id = json.dumps(inputs)
@@ -100,6 +121,9 @@ def run_diffusion_stage(
         tracking_uri=run.tracking_uri if run else "",
         init_from=str(train.init_from),
         provenance=provenance,
+        edit_sources=edit_sources(shard_dir, manifest, train)
+        if model_kwargs.get("inpaint")
+        else None,
         grid_output=grid_path,
     )
     record = {**metrics, "mlflow_run_id": run.run_id if run else ""}
@@ -112,7 +136,12 @@ def run_diffusion_stage(
     return metrics
 
 
-def stage_main(stage: str, model_section: str, argv: Sequence[str] | None = None) -> int:
+def stage_main(
+    stage: str,
+    model_section: str,
+    argv: Sequence[str] | None = None,
+    model_overrides: dict[str, Any] | None = None,
+) -> int:
     """Entry point of a diffusion training stage: config (with ``key=value`` overrides from
     ``argv``), MLflow run, training; writes the model file, its config, metrics and sample grid."""
     cfg = load_config(list(sys.argv[1:] if argv is None else argv))
@@ -124,6 +153,7 @@ def stage_main(stage: str, model_section: str, argv: Sequence[str] | None = None
             run=run,
             metrics_path=Path("metrics") / f"{stage}.json",
             grid_path=Path("samples") / f"{stage}.png",
+            model_overrides=model_overrides,
         )
         save_config(cfg, Path(cfg[stage].output).with_suffix(".config.yaml"))
     return 0

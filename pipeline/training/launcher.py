@@ -110,14 +110,17 @@ def _train_loop(config: dict[str, Any]) -> None:
     init_state = None
     if config.get("init_from"):
         from pipeline.models.model_file import read_model_file
+        from pipeline.training.model_setup import starting_weights
 
-        init_state = read_model_file(config["init_from"])["state_dict"]
+        payload = read_model_file(config["init_from"])
+        init_state = starting_weights(payload, config["model_kwargs"])
     module = GlideDiffusionModule(
         config["model_kwargs"],
         config["diffusion"],
         OmegaConf.to_container(train, resolve=True),
         tokenizer.identity,
         init_state_dict=init_state,
+        seed=int(cfg.seed),
     )
 
     feed = StepFeed(ray.train.get_dataset_shard("train"), int(train.batch_size) // world)
@@ -142,6 +145,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         steps=str(train.sample_steps),
         seed=int(cfg.seed),
         log_image=log_image,
+        edit_sources=config.get("edit_sources"),
     )
     callbacks = [
         ModelCheckpoint(
@@ -227,6 +231,7 @@ def fit_on_ray(
     tracking_uri: str = "",
     init_from: str = "",
     provenance: dict[str, Any] | None = None,
+    edit_sources: list[Any] | None = None,
     grid_output: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train on Ray Train; write the EMA model file to ``cfg[stage].output``; return metrics.
@@ -259,6 +264,7 @@ def fit_on_ray(
         "tracking_uri": tracking_uri,
         "init_from": str(Path(init_from).resolve()) if init_from else "",
         "provenance": provenance or {},
+        "edit_sources": edit_sources or [],
     }
     resources = {"CPU": float(train.cpus_per_worker)}
     if train.use_gpu:

@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.models import GLIDE_KEYS
+from pipeline.models import GLIDE_KEYS, create_glide_model, widen_for_inpainting
 from pipeline.text import Tokenizer, get_tokenizer
 
 DIFFUSION_KEYS = ("diffusion_steps", "noise_schedule")
@@ -50,3 +50,17 @@ def glide_model_kwargs(model_cfg: DictConfig | dict[str, Any], vocab_size: int) 
 def diffusion_settings(model_cfg: DictConfig) -> dict[str, Any]:
     """``{"diffusion_steps": ..., "noise_schedule": ...}`` of a model section."""
     return {key: model_cfg[key] for key in DIFFUSION_KEYS}
+
+
+def starting_weights(payload: dict[str, Any], model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The state dict a fine-tuning stage starts from, shaped for the model it trains.
+
+    An inpainting stage starting from a text-to-image model widens it: the masked-image and mask
+    input channels get zero weights, so at step 0 both models give the same output.
+    """
+    state = payload["state_dict"]
+    if model_kwargs.get("inpaint") and not payload["model_config"].get("inpaint"):
+        source = create_glide_model(**payload["model_config"])
+        source.load_state_dict(state, strict=True)
+        return widen_for_inpainting(source).state_dict()
+    return state

@@ -4,9 +4,11 @@ import hashlib
 import json
 import subprocess
 
+import numpy as np
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from pipeline.models.model_file import load_model
 from tests.integration.conftest import BIN, run
@@ -111,3 +113,36 @@ def test_glide_sample_command_on_the_trained_model(ci_pipeline, tmp_path):
     )
     assert len(list(out.glob("00*_00*.png"))) == 4 and (out / "grid.png").exists()
     assert "wrote 4 images" in log
+
+
+def test_finetune_inpaint_widens_the_cfg_model_and_edits_images(ci_pipeline, tmp_path):
+    root, _ = ci_pipeline
+    model, meta = load_model(root / "models/inpaint.pt")
+    assert model.inpaint and meta["step"] == 20 and meta["stage"] == "finetune_inpaint"
+    cfg_sha = hashlib.sha256((root / "models/cfg.pt").read_bytes()).hexdigest()
+    assert meta["extra"]["init_from_sha256"] == cfg_sha
+    assert (root / "samples/finetune_inpaint.png").stat().st_size > 0
+
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    mask = np.full((16, 16), 255, dtype=np.uint8)
+    mask[4:12, 4:12] = 0
+    Image.fromarray(image).save(tmp_path / "in.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    edit = ["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png")]
+    for name, extra in (("edit", []), ("baseline", ["--baseline-replace"])):
+        run(
+            [
+                str(BIN / "glide-sample"),
+                "--prompt",
+                "a red circle",
+                "--steps",
+                "ddim5",
+                "--out",
+                str(tmp_path / name),
+                *edit,
+                *extra,
+            ],
+            root,
+        )
+        edited = np.asarray(Image.open(tmp_path / name / "000_000.png"))
+        assert np.array_equal(edited[mask == 255], image[mask == 255])

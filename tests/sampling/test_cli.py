@@ -95,3 +95,58 @@ def test_long_prompt_is_truncated_with_a_warning(tiny_model_file, tmp_path, caps
     err = capsys.readouterr().err
     assert "prompt 0 is longer than the model's text_ctx=16 tokens and is truncated" in err
     assert (tmp_path / "000_000.png").exists()
+
+
+def write_edit_inputs(folder, mask_size=16):
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    mask = np.full((mask_size, mask_size), 255, dtype=np.uint8)
+    mask[4:10, 4:12] = 0  # black = generate
+    Image.fromarray(image).save(folder / "in.png")
+    Image.fromarray(mask).save(folder / "mask.png")
+    return image, mask == 255
+
+
+@pytest.fixture(scope="module")
+def tiny_inpaint_file(tmp_path_factory, clip_tokenizer):
+    return write_model_file(
+        tmp_path_factory.mktemp("inpaint") / "inpaint.pt", clip_tokenizer, inpaint=True
+    )
+
+
+def test_edit_round_trips_a_png(tiny_inpaint_file, tmp_path):
+    image, keep = write_edit_inputs(tmp_path)
+    edit = ["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png")]
+    assert sample_cli(tiny_inpaint_file, tmp_path / "out", "--prompt", "a red star", *edit) == 0
+    edited = np.asarray(Image.open(tmp_path / "out/000_000.png"))
+    assert np.array_equal(edited[keep], image[keep])
+    summary = json.loads((tmp_path / "out/samples.json").read_text())
+    assert summary["guidance"] == 5.0 and summary["edit"]["mask"].endswith("mask.png")
+    # the reverse convention: white = generate
+    sample_cli(tiny_inpaint_file, tmp_path / "inv", "--prompt", "x", *edit, "--invert-mask")
+    inverted = np.asarray(Image.open(tmp_path / "inv/000_000.png"))
+    assert np.array_equal(inverted[~keep], image[~keep])
+
+
+def test_baseline_replace_uses_the_text_to_image_model(tiny_model_file, tmp_path):
+    image, keep = write_edit_inputs(tmp_path)
+    edit = ["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png")]
+    args = ["--prompt", "a red star", *edit, "--baseline-replace"]
+    assert sample_cli(tiny_model_file, tmp_path / "out", *args) == 0
+    edited = np.asarray(Image.open(tmp_path / "out/000_000.png"))
+    assert np.array_equal(edited[keep], image[keep])
+
+
+def test_edit_errors(tiny_inpaint_file, tiny_model_file, tmp_path, capsys):
+    write_edit_inputs(tmp_path, mask_size=8)
+    base = ["--model", str(tiny_inpaint_file), "--prompt", "x", "--out", str(tmp_path / "o")]
+    edit = ["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png")]
+    expect_error(capsys, [*base, *edit], "mask is 8x8 but the image is 16x16")
+    Image.fromarray(np.full((16, 16), 255, dtype=np.uint8)).save(tmp_path / "all_keep.png")
+    keep_all = ["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "all_keep.png")]
+    expect_error(capsys, [*base, *keep_all], "nothing to generate")
+    (tmp_path / "broken.png").write_bytes(b"\\x89PNG broken")
+    broken = ["--image", str(tmp_path / "broken.png"), "--mask", str(tmp_path / "mask.png")]
+    expect_error(capsys, [*base, *broken], "cannot read image", "broken.png")
+    expect_error(capsys, [*base, "--image", str(tmp_path / "in.png")], "both --image and --mask")
+    text2im = ["--model", str(tiny_model_file), "--prompt", "x", "--out", str(tmp_path / "o")]
+    expect_error(capsys, [*text2im, *edit], "holds a text2im model")

@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from pipeline.models import create_glide_model
 from pipeline.models.model_file import load_model
 from pipeline.text import PAD_ID
 from pipeline.training.diffusion_module import (
@@ -13,6 +14,7 @@ from pipeline.training.diffusion_module import (
     NonFiniteLossError,
     drop_captions,
 )
+from pipeline.training.model_setup import starting_weights
 from tests.training.conftest import DIFFUSION, train_settings
 
 
@@ -82,7 +84,8 @@ def test_caption_drop_replaces_by_empty_caption_at_the_configured_rate(
         tiny_model_kwargs, DIFFUSION, train_settings(caption_drop_prob=0.2), "clip-test"
     )
     torch.manual_seed(0)
-    dropped = module.conditioning({"tokens": tokens, "mask": mask})["_dropped"]
+    images = torch.zeros(tokens.shape[0], 3, 16, 16)
+    dropped = module.conditioning({"tokens": tokens, "mask": mask}, images)["_dropped"]
     assert abs(dropped.float().mean().item() - 0.2) < 0.03
 
 
@@ -117,3 +120,42 @@ def test_model_file_round_trip_loads_ema_weights(tiny_model_kwargs, scene_batch,
     assert meta["tokenizer"] == "clip-test"
     for key, value in model.state_dict().items():
         assert torch.equal(value, module.ema.shadow[key].to(value.dtype))
+
+
+def test_inpainting_stage_starts_equal_to_the_cfg_model_and_trains(tiny_model_kwargs, scene_batch):
+    torch.manual_seed(0)
+    source = create_glide_model(**tiny_model_kwargs).eval()
+    payload = {"state_dict": source.state_dict(), "model_config": source.config}
+    inpaint_kwargs = {**tiny_model_kwargs, "inpaint": True}
+    settings = train_settings(masks={"rectangle": 1.0, "brush": 1.0, "border": 1.0})
+    module = GlideDiffusionModule(
+        inpaint_kwargs,
+        DIFFUSION,
+        settings,
+        "clip-test",
+        init_state_dict=starting_weights(payload, inpaint_kwargs),
+        seed=3,
+    )
+    module.model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    t = torch.tensor([10, 300, 600, 999])
+    keep = (torch.rand(4, 1, 16, 16) > 0.5).float()
+    with torch.no_grad():
+        widened = module.model(
+            x,
+            t,
+            tokens=scene_batch["tokens"],
+            mask=scene_batch["mask"],
+            inpaint_image=torch.randn(4, 3, 16, 16),
+            inpaint_mask=keep,
+        )
+        original = source(x, t, tokens=scene_batch["tokens"], mask=scene_batch["mask"])
+    assert torch.equal(widened, original)  # zero-initialised new inputs: exactly the same
+
+    first, again = module.training_masks(8, 16), module.training_masks(8, 16)
+    assert torch.equal(first, again)  # a function of (seed, step, rank): resumable
+    assert ((first == 0).float().mean(dim=(1, 2, 3)) > 0).all()  # each mask erases something
+    module.model.train()
+    fit(module, scene_batch, steps=3)
+    assert module.global_step == 3
+    assert not torch.equal(module.training_masks(8, 16), first)  # new step, new masks
