@@ -4,7 +4,7 @@ A mask is float [B, 1, H, W] with 1 = keep (known pixel) and 0 = generate. Kinds
 
 - ``rectangle``: one axis-aligned box of random size (10%-75% of each side) and place.
 - ``brush``: 1-4 free-form strokes, each a polyline of 2-6 vertices with a random thickness.
-- ``border``: outpainting; one side, or all sides, erased over 15%-50% of the image.
+- ``border``: outpainting; one side erased over 15%-45% of the image, or a frame all around.
 - ``full``: everything generated (the plain text-to-image case).
 - ``none``: nothing generated (the model must reproduce the known image).
 
@@ -75,7 +75,7 @@ def _distance_to_segment(
 def border_mask(size: int, generator: torch.Generator) -> Tensor:
     """Outpainting: erase a band on one side, or a frame on all four sides."""
     keep = torch.ones(size, size)
-    band = max(1, round(_uniform(generator, 0.15, 0.5) * size))
+    band = max(1, round(_uniform(generator, 0.15, 0.45) * size))
     side = _randint(generator, 0, 4)  # left, right, top, bottom, all around
     if side == 0:
         keep[:, :band] = 0.0
