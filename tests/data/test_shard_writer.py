@@ -5,7 +5,8 @@ import tarfile
 
 import pytest
 
-from pipeline.data.shard_writer import ShardSample, SplitWriter, check_key, sha256_file, write_shard
+from pipeline.data.shard_writer import ShardSample, SplitWriter, check_key, write_shard
+from pipeline.io import sha256_file
 
 
 def _sample(key: str, n: int = 0) -> ShardSample:

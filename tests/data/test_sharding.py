@@ -10,9 +10,9 @@ from PIL import Image
 from pipeline.data import image_prep
 from pipeline.data.manifest import MANIFEST_NAME, read_manifest
 from pipeline.data.shard_reader import iter_shard_samples
-from pipeline.data.shard_writer import sha256_file
 from pipeline.data.sharding import ShardingError, build_shards
 from pipeline.data.sources import NON_REGULAR_MEMBER, UNREADABLE_TAR, UNSAFE_MEMBER
+from pipeline.io import sha256_file
 from tests.data.helpers import (
     bomb_png,
     config,

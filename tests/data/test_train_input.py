@@ -80,7 +80,9 @@ def test_torch_batches_and_tokens(shard_dir):
         ds.iter_torch_batches(batch_size=16, drop_last=True, collate_fn=collate_to_torch)
     )
     assert len(batches) == 2
-    assert tuple(batches[0]["image"].shape) == (16, 3, 16, 16) and len(batches[0]["caption"]) == 16
+    image = batches[0]["image"]
+    assert tuple(image.shape) == (16, 16, 16, 3) and str(image.dtype) == "torch.uint8"
+    assert len(batches[0]["caption"]) == 16
 
     tokens = tokenize_captions(ds, "clip", 24, keep_text=False)
     batch = next(iter(tokens.iter_torch_batches(batch_size=8, drop_last=True)))
