@@ -62,7 +62,15 @@ def test_sigkilled_training_resumes_to_the_same_model(ci_pipeline):
 
     run(args, root)
     resumed = torch.load(root / "models/base_resumed.pt", weights_only=True)
-    reference = torch.load(root / "models/base.pt", weights_only=True)
+    # The reference: the same command, never interrupted, from an empty checkpoint folder.
+    uninterrupted = [
+        *args[:3],
+        "pretrain_base.checkpoint_dir=ckpt_uninterrupted",
+        "pretrain_base.output=models/base_uninterrupted.pt",
+        *args[5:],
+    ]
+    run(uninterrupted, root)
+    reference = torch.load(root / "models/base_uninterrupted.pt", weights_only=True)
     assert resumed["step"] == reference["step"] == 30
     assert resumed["state_dict"].keys() == reference["state_dict"].keys()
     for name, tensor in reference["state_dict"].items():
