@@ -62,6 +62,8 @@ def test_sigkilled_training_resumes_to_the_same_model(ci_pipeline):
 
     run(args, root)
     resumed = torch.load(root / "models/base_resumed.pt", weights_only=True)
+    metrics = json.loads((root / "metrics/pretrain_base.json").read_text())
+    assert metrics["resumed_from_step"] > 0 and metrics["step"] == 30
     # The reference: the same command, never interrupted, from an empty checkpoint folder.
     uninterrupted = [
         *args[:3],
