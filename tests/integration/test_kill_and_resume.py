@@ -77,5 +77,3 @@ def test_sigkilled_training_resumes_to_the_same_model(ci_pipeline):
     assert resumed["state_dict"].keys() == reference["state_dict"].keys()
     for name, tensor in reference["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
-    metrics = json.loads((root / "metrics/pretrain_base.json").read_text())
-    assert metrics["resumed_from_step"] > 0 and metrics["step"] == 30
