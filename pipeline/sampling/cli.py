@@ -194,26 +194,7 @@ def _sample(
     device: torch.device,
     edit_inputs: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
-    if edit_inputs is not None:
-        return sample_inpaint(
-            loaded.model,
-            loaded.tokenizer,
-            prompts,
-            *edit_inputs,
-            guidance_scale=args.guidance,
-            steps=args.steps,
-            diffusion_steps=loaded.diffusion_steps,
-            noise_schedule=loaded.noise_schedule,
-            seed=args.seed,
-            batch_size=args.batch,
-            device=device,
-            threshold=args.threshold,
-            progress=True,
-        )
-    return sample_text_to_image(
-        loaded.model,
-        loaded.tokenizer,
-        prompts,
+    settings = dict(
         guidance_scale=args.guidance,
         steps=args.steps,
         diffusion_steps=loaded.diffusion_steps,
@@ -224,6 +205,9 @@ def _sample(
         threshold=args.threshold,
         progress=True,
     )
+    if edit_inputs is not None:
+        return sample_inpaint(loaded.model, loaded.tokenizer, prompts, *edit_inputs, **settings)
+    return sample_text_to_image(loaded.model, loaded.tokenizer, prompts, **settings)
 
 
 def write_outputs(
