@@ -199,9 +199,46 @@ def validate(cfg: DictConfig) -> None:
         "finetune_inpaint.masks",
         "shares must be >= 0 with a positive sum",
     )
+    _validate_upsampler(cfg)
 
 
-TRAINING_STAGES = ("pretrain_base", "finetune_cfg", "finetune_inpaint")
+TRAINING_STAGES = ("pretrain_base", "finetune_cfg", "finetune_inpaint", "train_upsampler")
+
+
+def _validate_upsampler(cfg: DictConfig) -> None:
+    """The upsampler works at the shards' upsample resolution; crops keep the low-res pixel grid."""
+    model, train, shard = cfg.upsample_model, cfg.train_upsampler, cfg.shard
+    _require(model.super_res, "upsample_model.super_res", "must be true")
+    _require(
+        model.image_size == shard.upsample_resolution,
+        "upsample_model.image_size",
+        f"must equal shard.upsample_resolution ({shard.upsample_resolution})",
+    )
+    _require(
+        model.tokenizer in ("clip", "gpt2"), "upsample_model.tokenizer", "must be clip or gpt2"
+    )
+    scale = shard.upsample_resolution // shard.base_resolution
+    levels = len(model.channel_mult) or 1
+    crop = train.crop_size
+    _require(
+        crop == 0 or (0 < crop <= model.image_size and crop % scale == 0),
+        "train_upsampler.crop_size",
+        f"must be 0 (full images) or a multiple of the scale factor {scale} "
+        f"up to upsample_model.image_size ({model.image_size}), got {crop}",
+    )
+    _require(
+        crop % 2 ** (levels - 1) == 0,
+        "train_upsampler.crop_size",
+        f"must be divisible by 2^{levels - 1} (upsample_model.channel_mult has {levels} levels)",
+    )
+    for key in ("noise_aug_max_level", "sample_aug_level"):
+        _require(
+            0 <= train[key] <= model.diffusion_steps,
+            f"train_upsampler.{key}",
+            f"must be in [0, upsample_model.diffusion_steps={model.diffusion_steps}]",
+        )
+    _require(train.sample_temperature > 0, "train_upsampler.sample_temperature", "must be > 0")
+    _require(train.sample_images >= 1, "train_upsampler.sample_images", "must be at least 1")
 
 
 def _validate_training(train: DictConfig, stage: str) -> None:

@@ -171,6 +171,26 @@ class InpaintTrainConfig(TrainConfig):
 
 
 @dataclass
+class UpsampleModelConfig(GlideModelConfig):
+    """The text-conditional super-resolution model: a GlideModelConfig (``super_res``, linear
+    schedule) plus Imagen's noise conditioning augmentation (GLIDE has none)."""
+
+    noise_cond_aug: bool = False  # the model takes the low-res input's augmentation level
+
+
+@dataclass
+class UpsamplerTrainConfig(TrainConfig):
+    """The upsampler stage: a TrainConfig plus random crops, noise augmentation and the settings
+    of its sample grids (held-out images: low-res input | upsampled | ground truth)."""
+
+    crop_size: int = 0  # side of the random high-res training crops in pixels; 0 = full images
+    noise_aug_max_level: int = 1000  # noise_cond_aug only: levels drawn uniformly in [0, this]
+    sample_aug_level: int = 0  # noise_cond_aug only: the level applied when sampling
+    sample_temperature: float = 0.997  # initial noise scale when sampling (GLIDE: 0.997)
+    sample_images: int = 4  # held-out images in the sample grid
+
+
+@dataclass
 class PipelineConfig:
     """The whole resolved configuration; one field per stage section plus shared sections."""
 
@@ -195,5 +215,19 @@ class PipelineConfig:
             init_from="models/cfg.pt",
             caption_drop_prob=0.2,
             sample_guidance=[5.0],
+        )
+    )
+    upsample_model: UpsampleModelConfig = field(
+        default_factory=lambda: UpsampleModelConfig(
+            image_size=256,
+            num_res_blocks=2,
+            channel_mult=[1, 1, 2, 2, 4, 4],
+            super_res=True,
+            noise_schedule="linear",
+        )
+    )
+    train_upsampler: UpsamplerTrainConfig = field(
+        default_factory=lambda: UpsamplerTrainConfig(
+            output="models/upsampler.pt", sample_steps="fast27"
         )
     )
