@@ -1,8 +1,11 @@
 """The training input pipeline: shards -> a deterministic Ray Dataset of training rows.
 
 Rows: ``{"image": uint8 [H, W, 3], "caption": str, "key": str}``, plus ``"base"`` /
-``"hires"`` (same encoding) when asked through ``extra_images`` (the upsampler takes
-``image_key="hires", extra_images=("base",)``). Images stay 8-bit until they reach the training
+``"hires"`` (same encoding) when asked through ``extra_images``, plus ``"low_res"`` when asked
+through ``low_res_key`` (the upsampler takes ``image_key="hires", low_res_key="base"``, and
+``crop_size`` for aligned random crops of both, see pipeline/data/crops.py; the crop of sample
+``i`` of a shard is drawn from ``default_rng([seed, epoch, shard_id, i, CROP_STREAM])``, so it
+does not depend on task timing or on where a resumed run starts). Images stay 8-bit until they reach the training
 device, where ``images_to_model_range`` maps them to float [-1, 1] CHW: a quarter of the bytes
 in Ray's object store and in transfers. Images are never flipped.
 
@@ -47,6 +50,7 @@ from typing import Any
 import numpy as np
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from pipeline.data.crops import crop_row
 from pipeline.data.manifest import read_manifest, split_shards
 from pipeline.data.shard_reader import (
     IMAGE_MEMBERS,
@@ -57,6 +61,7 @@ from pipeline.data.shard_reader import (
 )
 
 _ROWS_PER_BLOCK = 64
+CROP_STREAM = 0xC209  # keeps the crop generators apart from the order generators
 
 
 def _rng(*keys: int) -> np.random.Generator:
@@ -124,9 +129,14 @@ def read_shard_rows(
     skip_corrupt: bool,
     tally: Any = None,
     rows_per_block: int = _ROWS_PER_BLOCK,
+    low_res_key: str = "",
+    crop_size: int = 0,
 ):
     """Ray Data worker: one shard (a batch of one plan row) -> its rows, permuted, in blocks."""
     images = [image_key, *[name for name in extra_images if name != image_key]]
+    columns = [*images, "low_res"] if low_res_key else images
+    if low_res_key:
+        images = [*images, low_res_key]
     for path, shard_id, epoch, skip, expected in zip(
         batch["path"],
         batch["shard_id"],
@@ -148,14 +158,20 @@ def read_shard_rows(
         rows: list[dict[str, Any]] = []
         for i in order:
             try:
-                rows.append(decode_sample(path, raws[int(i)], images))
+                row = decode_sample(path, raws[int(i)], images)
             except CorruptShardError as error:
                 on_corrupt(error, 1)
+                continue
+            if low_res_key:
+                crop_rng = _rng(seed, int(epoch), int(shard_id), int(i), CROP_STREAM)
+                row = crop_row(row, image_key, low_res_key, crop_size, crop_rng)
+                row["low_res"] = row.pop(low_res_key)
+            rows.append(row)
             if len(rows) >= rows_per_block:
-                yield _to_block(rows, image_key, images)
+                yield _to_block(rows, image_key, columns)
                 rows = []
         if rows:
-            yield _to_block(rows, image_key, images)
+            yield _to_block(rows, image_key, columns)
         if counter.count and tally is not None:
             tally.record.remote(counter.events)
 
@@ -178,6 +194,8 @@ def training_dataset(
     *,
     image_key: str = "base",
     extra_images: Sequence[str] = (),
+    low_res_key: str = "",
+    crop_size: int = 0,
     seed: int = 0,
     epoch: int = 0,
     num_epochs: int = 1,
@@ -191,16 +209,23 @@ def training_dataset(
 
     ``manifest`` (from :func:`read_manifest`) avoids re-reading and re-hashing it; otherwise it
     is read with ``verify_sha256``. ``tally`` (from :func:`corruption_tally`) collects the
-    samples dropped with ``skip_corrupt``. Ray must be initialised
-    (:func:`pipeline.data.ray_session.init_ray`).
+    samples dropped with ``skip_corrupt``. ``low_res_key`` adds that image as the ``"low_res"``
+    column; ``crop_size`` (high-res pixels, 0 = none) then crops both images alike. Ray must be
+    initialised (:func:`pipeline.data.ray_session.init_ray`).
     """
     import ray
 
     from pipeline.data.ray_session import configure_data_context
 
-    for name in (image_key, *extra_images):
+    for name in (image_key, *extra_images, *([low_res_key] if low_res_key else [])):
         if name not in IMAGE_MEMBERS:
             raise ValueError(f"unknown image {name!r}; expected one of {sorted(IMAGE_MEMBERS)}")
+    if low_res_key and low_res_key in (image_key, *extra_images):
+        raise ValueError(f"low_res_key {low_res_key!r} is already the image or an extra image")
+    if crop_size and not low_res_key:
+        raise ValueError(
+            "crop_size needs low_res_key: crops are taken of the (image, low_res) pair"
+        )
     if manifest is None:
         manifest = read_manifest(shard_dir, verify_sha256=verify_sha256)
     plan = epoch_plan(
@@ -223,6 +248,8 @@ def training_dataset(
             "extra_images": tuple(extra_images),
             "skip_corrupt": skip_corrupt,
             "tally": tally,
+            "low_res_key": low_res_key,
+            "crop_size": int(crop_size),
         },
     )
     ds.context.execution_options.preserve_order = True

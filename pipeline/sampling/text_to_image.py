@@ -32,6 +32,16 @@ def is_ddim(steps: str) -> bool:
     return str(steps).startswith("ddim")
 
 
+def _batch_input(name: str, value: Tensor, start: int, count: int, total: int) -> Tensor:
+    """The rows of a per-prompt input for the prompts ``start:start+count`` (a batch-1 input is
+    repeated)."""
+    if value.shape[0] == 1:
+        return value.expand(count, *value.shape[1:])
+    if value.shape[0] != total:
+        raise ValueError(f"{name} has batch {value.shape[0]}; expected 1 or {total} (one a prompt)")
+    return value[start : start + count]
+
+
 @torch.no_grad()
 def sample_text_to_image(
     model: torch.nn.Module,
@@ -50,6 +60,7 @@ def sample_text_to_image(
     image_kwargs: dict[str, Tensor] | None = None,
     denoised_fn: Callable[[Tensor], Tensor] | None = None,
     as_float: bool = False,
+    init_noise_scale: float = 1.0,
 ) -> Tensor:
     """Sample one image per prompt; returns uint8 [N, H, W, 3].
 
@@ -58,9 +69,11 @@ def sample_text_to_image(
     ``batch_size`` (0 = all at once); the same seed gives the same images for the same batching.
 
     ``image_kwargs``: extra model inputs with batch size 1 (e.g. ``inpaint_image`` [1, 3, H, W],
-    ``inpaint_mask`` [1, 1, H, W]), repeated over the batch. ``denoised_fn`` post-processes
+    ``inpaint_mask`` [1, 1, H, W]), repeated over the batch, or one per prompt (e.g. an
+    upsampler's ``low_res`` [N, 3, h, w]). ``denoised_fn`` post-processes
     every x0 prediction (e.g. pastes the known region). ``as_float`` returns the samples in
-    [-1, 1] as float [N, 3, H, W] instead.
+    [-1, 1] as float [N, 3, H, W] instead. ``init_noise_scale``: x_T = scale * noise (the
+    sampling temperature; GLIDE's upsampler uses 0.997).
     """
     if not prompts:
         raise ValueError("no prompts given")
@@ -84,7 +97,10 @@ def sample_text_to_image(
         model_fn = classifier_free_guidance_model(model, guidance_scale) if guided else model
         model_kwargs: dict[str, Any] = {"text_outputs": text_outputs}
         for name, value in (image_kwargs or {}).items():
-            model_kwargs[name] = value.to(device).expand(tokens.shape[0], *value.shape[1:])
+            model_kwargs[name] = _batch_input(name, value, start, len(chunk), len(prompts))
+            model_kwargs[name] = model_kwargs[name].to(device)
+            if model_kwargs[name].shape[0] != tokens.shape[0]:  # the unconditional half
+                model_kwargs[name] = torch.cat([model_kwargs[name]] * 2)
         samples = loop(
             model_fn,
             diffusion,
@@ -93,6 +109,7 @@ def sample_text_to_image(
             model_kwargs=model_kwargs,
             denoised_fn=denoised_fn,
             threshold=threshold,
+            init_noise_scale=init_noise_scale,
             progress=progress,
             device=device,
         )

@@ -10,6 +10,7 @@ import torch
 
 from pipeline.sampling import captioned_grid, sample_text_to_image
 from pipeline.sampling.inpaint import sample_inpaint
+from pipeline.sampling.upsample import sample_upsample
 from pipeline.text import Tokenizer
 
 
@@ -72,6 +73,9 @@ class SampleGridCallback(pl.Callback):
         seed: int,
         log_image: Any = None,
         edit_sources: list[Any] | None = None,
+        upsample_sources: list[dict[str, Any]] | None = None,
+        temperature: float = 1.0,
+        aug_level: int = 0,
     ) -> None:
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
@@ -81,11 +85,19 @@ class SampleGridCallback(pl.Callback):
         self.seed = seed
         self.log_image = log_image  # callable(PIL image, artifact_file) or None
         self.edit_sources = list(edit_sources or [])  # uint8 HWC images, for inpainting models
+        # super-resolution models: held-out {"base", "hires", "caption"}; their captions prompt
+        self.upsample_sources = list(upsample_sources or [])
+        if self.upsample_sources:
+            self.prompts = [str(source["caption"]) for source in self.upsample_sources]
+        self.temperature = float(temperature)
+        self.aug_level = int(aug_level)
         self.last_grid = None
         self._done_step = -1
 
     def make_grid(self, module: Any) -> Any:
         model = module.ema_model()
+        if model.super_res:
+            return self.make_upsample_grid(module, model)
         if model.inpaint:
             return self.make_edit_grid(module, model)
         images, captions = [], []
@@ -137,6 +149,32 @@ class SampleGridCallback(pl.Callback):
         return captioned_grid(
             sources + edits, ["(masked source)"] * columns + captions, columns=columns
         )
+
+    def make_upsample_grid(self, module: Any, model: Any) -> Any:
+        """Super-resolution models: one row per held-out image, low-res input | upsampled |
+        ground truth."""
+        if not self.upsample_sources:
+            raise ValueError("a super-resolution model's sample grid needs upsample_sources")
+        low = torch.stack([torch.as_tensor(s["base"]) for s in self.upsample_sources])
+        upsampled = sample_upsample(
+            model,
+            self.tokenizer,
+            self.prompts,
+            low,
+            steps=self.steps,
+            temperature=self.temperature,
+            aug_level=self.aug_level,
+            diffusion_steps=module.diffusion_settings["diffusion_steps"],
+            noise_schedule=module.diffusion_settings["noise_schedule"],
+            seed=self.seed,
+            device=module.device,
+        )
+        images, captions = [], []
+        for source, output in zip(self.upsample_sources, upsampled.numpy(), strict=True):
+            images += [source["base"], output, source["hires"]]
+            captions += ["(low-res input)", str(source["caption"]), "(ground truth)"]
+        cell = min(256, max(128, int(model.image_size)))
+        return captioned_grid(images, captions, columns=3, cell=cell)
 
     def _maybe_sample(self, trainer: pl.Trainer, module: Any, force: bool) -> None:
         step = trainer.global_step

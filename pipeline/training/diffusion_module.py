@@ -17,6 +17,7 @@ from torch import Tensor
 
 from pipeline.data.masks import random_masks
 from pipeline.diffusion import create_diffusion
+from pipeline.diffusion.noise_aug import noise_augment, random_levels
 from pipeline.models import create_glide_model
 from pipeline.models.model_file import model_file_payload
 from pipeline.text import PAD_ID
@@ -85,6 +86,11 @@ class GlideDiffusionModule(pl.LightningModule):
         kwargs: dict[str, Tensor] = {"tokens": tokens, "mask": mask, "_dropped": dropped}
         if self.model.super_res:
             kwargs["low_res"] = images_to_model_range(batch["low_res"])
+            if self.model.noise_cond_aug:  # Imagen: noised low-res input, level given to the model
+                max_level = int(self.train_cfg.get("noise_aug_max_level", 0))
+                levels = random_levels(tokens.shape[0], max_level, tokens.device)
+                kwargs["low_res"] = noise_augment(self.diffusion, kwargs["low_res"], levels)
+                kwargs["aug_level"] = levels
         if self.model.inpaint:
             kwargs["inpaint_image"] = x_start  # the model masks it itself
             kwargs["inpaint_mask"] = self.training_masks(x_start.shape[0], x_start.shape[-1])

@@ -54,6 +54,21 @@ def edit_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfig) -
     return [ex["base"] for ex in held_out_examples(shard_dir, count, manifest=manifest)]
 
 
+def upsample_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfig) -> list[Any]:
+    """Held-out ``{"base", "hires", "caption"}`` that a super-resolution stage's grids upsample."""
+    count = int(train.get("sample_images", 4))
+    examples = held_out_examples(shard_dir, count, images=("base", "hires"), manifest=manifest)
+    return [{k: ex[k] for k in ("base", "hires", "caption")} for ex in examples]
+
+
+def input_images(model_kwargs: dict[str, Any], train: DictConfig) -> dict[str, Any]:
+    """Which shard images a model trains on: the base image, or for a super-resolution model
+    the high-res image with the base image as its low-res input, in aligned random crops."""
+    if model_kwargs.get("super_res"):
+        return {"image_key": "hires", "low_res_key": "base", "crop_size": int(train.crop_size)}
+    return {"image_key": "base"}
+
+
 def run_diffusion_stage(
     cfg: DictConfig,
     *,
@@ -67,7 +82,8 @@ def run_diffusion_stage(
     """Train the stage's model on the train shards; write its model file and metrics JSON.
 
     ``model_overrides``: GLIDE keys that set the stage's variant on top of the model section
-    (``{"inpaint": True}`` for inpainting fine-tuning).
+    (``{"inpaint": True}`` for inpainting fine-tuning). A ``super_res`` model trains on the
+    high-res images with the base images as low-res inputs (``train.crop_size`` crops).
     """
     train = cfg[stage]
     model_cfg = cfg[model_section]
@@ -76,13 +92,18 @@ def run_diffusion_stage(
     tokenizer = build_tokenizer(model_cfg)
     init_ray(cfg.ray)
     epoch_size = samples_per_epoch(manifest, "train")
+    model_kwargs = {
+        **glide_model_kwargs(model_cfg, tokenizer.vocab_size),
+        **(model_overrides or {}),
+    }
+    images = input_images(model_kwargs, train)
 
     def make_dataset(first_sample: int, global_batch: int) -> Any:
         epoch, skip = resume_position(first_sample, epoch_size)
         dataset = training_dataset(
             shard_dir,
             "train",
-            image_key="base",
+            **images,
             seed=int(cfg.seed),
             epoch=epoch,
             num_epochs=epochs_needed(first_sample, int(train.max_steps), global_batch, epoch_size),
@@ -94,10 +115,6 @@ def run_diffusion_stage(
             dataset, tokenizer_spec(model_cfg), int(model_cfg.text_ctx), keep_text=False
         )
 
-    model_kwargs = {
-        **glide_model_kwargs(model_cfg, tokenizer.vocab_size),
-        **(model_overrides or {}),
-    }
     inputs = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
     provenance = {"data_manifest_sha256": manifest_digest(shard_dir)}
     if train.init_from:
@@ -123,6 +140,9 @@ def run_diffusion_stage(
         provenance=provenance,
         edit_sources=edit_sources(shard_dir, manifest, train)
         if model_kwargs.get("inpaint")
+        else None,
+        upsample_sources=upsample_sources(shard_dir, manifest, train)
+        if model_kwargs.get("super_res")
         else None,
         grid_output=grid_path,
     )

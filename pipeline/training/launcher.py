@@ -49,6 +49,9 @@ def run_fingerprint(cfg: DictConfig, stage: str, model_section: str, data_id: st
         "checkpoint_every_steps",
         "output",
         "checkpoint_dir",
+        "sample_images",
+        "sample_temperature",
+        "sample_aug_level",
     ):
         relevant["train"].pop(volatile, None)
     blob = json.dumps(relevant, sort_keys=True).encode()
@@ -146,6 +149,9 @@ def _train_loop(config: dict[str, Any]) -> None:
         seed=int(cfg.seed),
         log_image=log_image,
         edit_sources=config.get("edit_sources"),
+        upsample_sources=config.get("upsample_sources"),
+        temperature=float(train.get("sample_temperature", 1.0)),
+        aug_level=int(train.get("sample_aug_level", 0)),
     )
     callbacks = [
         ModelCheckpoint(
@@ -232,11 +238,14 @@ def fit_on_ray(
     init_from: str = "",
     provenance: dict[str, Any] | None = None,
     edit_sources: list[Any] | None = None,
+    upsample_sources: list[dict[str, Any]] | None = None,
     grid_output: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train on Ray Train; write the EMA model file to ``cfg[stage].output``; return metrics.
 
-    ``provenance`` (plain data) is recorded in the model file's ``extra``.
+    ``provenance`` (plain data) is recorded in the model file's ``extra``. ``edit_sources``
+    (inpainting) and ``upsample_sources`` (super-resolution: ``{"base", "hires", "caption"}``)
+    are the held-out images of the sample grids.
     ``make_dataset(first_sample, global_batch)`` builds the training stream starting at sample
     ``first_sample`` of the seeded multi-epoch order (0, or where a resumed run left off).
     """
@@ -265,6 +274,7 @@ def fit_on_ray(
         "init_from": str(Path(init_from).resolve()) if init_from else "",
         "provenance": provenance or {},
         "edit_sources": edit_sources or [],
+        "upsample_sources": upsample_sources or [],
     }
     resources = {"CPU": float(train.cpus_per_worker)}
     if train.use_gpu:
