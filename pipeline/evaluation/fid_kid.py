@@ -1,0 +1,137 @@
+"""FID and KID as torchmetrics metrics on the FID Inception-v3, with cached reference features.
+
+The metrics are torchmetrics' own (their states are sums and feature lists reduced across
+workers); this module only builds them around :class:`FIDInceptionV3`, puts cached reference
+features into their "real" side, and makes KID usable with small, fixed sample counts.
+
+Reference features must be added on one worker only (global rank 0): the metric states are
+summed/gathered over workers, so adding them on every worker would count them once per worker.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from pipeline.evaluation.reference_stats import ReferenceFeatures
+
+
+class SampleCountError(ValueError):
+    """Too few images for the metric's settings."""
+
+
+class FixedSubsetKID(KernelInceptionDistance):
+    """torchmetrics' KID with a clear error when a side has fewer images than ``subset_size``,
+    and subsets drawn from its own seeded generator (``seed=None``: the global RNG, as
+    torchmetrics does) so the same features always give the same KID."""
+
+    def __init__(
+        self,
+        feature: nn.Module,
+        subset_size: int,
+        subsets: int = 100,
+        seed: int | None = 0,
+        reset_real_features: bool = True,
+    ) -> None:
+        if subset_size < 2:
+            raise SampleCountError(f"KID subset_size must be >= 2, got {subset_size}")
+        if subsets < 1:
+            raise SampleCountError(f"KID subsets must be >= 1, got {subsets}")
+        super().__init__(
+            feature=feature,
+            subsets=subsets,
+            subset_size=subset_size,
+            reset_real_features=reset_real_features,
+        )
+        self.seed = seed
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        counts = {"real": _count(self.real_features), "fake": _count(self.fake_features)}
+        for side, count in counts.items():
+            if count < self.subset_size:
+                raise SampleCountError(
+                    f"KID needs at least subset_size={self.subset_size} {side} images, got "
+                    f"{count}: lower the KID subset size or evaluate more samples"
+                )
+        if self.seed is None:
+            return super().compute()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return super().compute()
+
+
+def _count(features: list[Tensor] | Tensor) -> int:
+    if isinstance(features, Tensor):
+        return int(features.shape[0])
+    return sum(int(f.shape[0]) for f in features)
+
+
+def fid_metric(
+    extractor: nn.Module, reference: ReferenceFeatures | None = None
+) -> FrechetInceptionDistance:
+    """torchmetrics FID on ``extractor``; ``reference`` (if given) becomes its real side, kept
+    across ``reset()``."""
+    metric = FrechetInceptionDistance(feature=extractor, reset_real_features=reference is None)
+    if reference is not None:
+        add_reference(metric, reference)
+    return metric
+
+
+def kid_metric(
+    extractor: nn.Module,
+    subset_size: int,
+    subsets: int = 100,
+    reference: ReferenceFeatures | None = None,
+    seed: int | None = 0,
+) -> FixedSubsetKID:
+    """KID on ``extractor``; ``reference`` as for FID."""
+    metric = FixedSubsetKID(
+        extractor,
+        subset_size=subset_size,
+        subsets=subsets,
+        seed=seed,
+        reset_real_features=reference is None,
+    )
+    if reference is not None:
+        add_reference(metric, reference)
+    return metric
+
+
+def add_reference(
+    metric: FrechetInceptionDistance | KernelInceptionDistance, reference: ReferenceFeatures
+) -> None:
+    """Put cached reference features into the metric's real side (as ``update(real=True)`` on
+    the reference images would, without running the network)."""
+    features = reference.features.to(metric.device)
+    if isinstance(metric, FrechetInceptionDistance):
+        width = metric.real_features_sum.shape[0]
+        _check_width(features, width)
+        feats = features.double()
+        metric.real_features_sum += feats.sum(dim=0)
+        metric.real_features_cov_sum += feats.T @ feats
+        metric.real_features_num_samples += feats.shape[0]
+    elif isinstance(metric, KernelInceptionDistance):
+        _check_width(features, int(getattr(metric.inception, "num_features", features.shape[1])))
+        metric.real_features.append(features)
+    else:
+        raise TypeError(f"cannot add reference features to {type(metric).__name__}")
+
+
+def _check_width(features: Tensor, width: int) -> None:
+    if features.shape[1] != width:
+        raise ValueError(
+            f"reference features are {features.shape[1]}-d but the metric's extractor gives "
+            f"{width}-d features: they were computed with another feature setting"
+        )
+
+
+def sample_counts(metric: FrechetInceptionDistance | KernelInceptionDistance) -> dict[str, int]:
+    """How many real and fake images a FID/KID figure rests on (to write next to it)."""
+    if isinstance(metric, FrechetInceptionDistance):
+        return {
+            "num_real": int(metric.real_features_num_samples),
+            "num_fake": int(metric.fake_features_num_samples),
+        }
+    return {"num_real": _count(metric.real_features), "num_fake": _count(metric.fake_features)}
