@@ -1,8 +1,9 @@
 """Feature-extraction throughput of the FID Inception-v3 (images/s). Prints one JSON object.
 
 Times the 2048-d feature extraction (resize to 299, normalisation, network) on random uint8
-images at each batch size, after one warm-up batch, and the one-off cost of loading the
-weights (hash check + reading the TorchScript archive).
+images at each batch size, after a small warm-up batch, and the one-off cost of loading the
+weights (hash check + reading the TorchScript archive). The machine's 1-minute load average is
+printed too: on a shared CPU the figures scale with the cores actually free.
 
     python benchmarks/fid_throughput.py                        # CPU, batches 32 and 64
     python benchmarks/fid_throughput.py --device cuda --batches 32 64 256 --repeats 5
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -37,7 +39,7 @@ def main() -> None:
     for batch in args.batches:
         shape = (batch, 3, args.image_size, args.image_size)
         images = torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8).to(args.device)
-        net(images)  # warm-up
+        net(images[:2])  # warm-up (allocator, oneDNN/cuDNN kernel choice)
         _sync(args.device)
         start = time.perf_counter()
         for _ in range(args.repeats):
@@ -59,6 +61,7 @@ def main() -> None:
                 "input_size": args.image_size,
                 "repeats": args.repeats,
                 "load_weights_s": round(load_s, 2),
+                "load_average_1min": round(os.getloadavg()[0], 2),
                 "by_batch": results,
             }
         )

@@ -40,7 +40,7 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(out_ch, eps=0.001)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.conv(x)))
+        return F.relu(self.bn(self.conv(x)), inplace=True)
 
 
 def _avg_pool_3x3(x: Tensor) -> Tensor:

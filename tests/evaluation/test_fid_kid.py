@@ -6,7 +6,7 @@ import torch
 
 from pipeline.evaluation.fid_kid import SampleCountError, fid_metric, kid_metric, sample_counts
 from pipeline.evaluation.reference_stats import reference_features_of_images
-from tests.evaluation.conftest import add_noise, smooth_images
+from tests.evaluation.helpers import add_noise, smooth_images
 
 N = 8
 

@@ -8,7 +8,7 @@ from pipeline.evaluation.reference_stats import (
     reference_features,
     reference_features_of_images,
 )
-from tests.evaluation.conftest import smooth_images
+from tests.evaluation.helpers import smooth_images
 
 
 def test_second_call_reads_the_cache_and_changed_images_miss_it(tmp_path, inception64):
