@@ -2,6 +2,7 @@
 
 from pipeline.evaluation.clip_score import ClipScore
 from pipeline.evaluation.fid_kid import (
+    FidKid,
     FixedSubsetKID,
     SampleCountError,
     add_reference,
@@ -28,6 +29,7 @@ from pipeline.evaluation.reference_stats import (
 __all__ = [
     "ClipScore",
     "FIDInceptionV3",
+    "FidKid",
     "FixedSubsetKID",
     "InceptionWeightsError",
     "ReferenceFeatures",

@@ -3,6 +3,8 @@
 The metrics are torchmetrics' own (their states are sums and feature lists reduced across
 workers); this module only builds them around :class:`FIDInceptionV3`, puts cached reference
 features into their "real" side, and makes KID usable with small, fixed sample counts.
+:class:`FidKid` runs the network once per image for both figures (two separate metrics would
+each run it).
 
 Reference features must be added on one worker only (global rank 0): the metric states are
 summed/gathered over workers, so adding them on every worker would count them once per worker.
@@ -135,3 +137,75 @@ def sample_counts(metric: FrechetInceptionDistance | KernelInceptionDistance) ->
             "num_fake": int(metric.fake_features_num_samples),
         }
     return {"num_real": _count(metric.real_features), "num_fake": _count(metric.fake_features)}
+
+
+class FeaturePassthrough(nn.Module):
+    """Takes the extractor's place inside FID/KID when the features are computed outside:
+    ``update`` then receives float features [B, num_features] instead of images."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        if features.ndim != 2 or features.shape[1] != self.num_features:
+            raise ValueError(
+                f"expected features [B, {self.num_features}], got {tuple(features.shape)}"
+            )
+        return features
+
+
+class FidKid:
+    """FID and KID of generated images against a reference set, the network run once per image.
+
+    ``fid`` and ``kid`` are ordinary torchmetrics metrics over features (their states reduce
+    across workers in ``compute``); the extractor is held here, outside their states, so a
+    checkpoint of the metrics does not carry the 87 MB of Inception weights.
+    """
+
+    def __init__(
+        self,
+        extractor: nn.Module,
+        kid_subset_size: int,
+        kid_subsets: int = 100,
+        reference: ReferenceFeatures | None = None,
+        seed: int | None = 0,
+    ) -> None:
+        self.extractor = extractor
+        width = int(extractor.num_features)
+        self.fid = fid_metric(FeaturePassthrough(width), reference=reference)
+        self.kid = kid_metric(
+            FeaturePassthrough(width),
+            subset_size=kid_subset_size,
+            subsets=kid_subsets,
+            reference=reference,
+            seed=seed,
+        )
+
+    def to(self, device: torch.device | str) -> FidKid:
+        self.extractor.to(device)
+        self.fid.to(device)
+        self.kid.to(device)
+        return self
+
+    def update(self, images: Tensor, real: bool = False) -> None:
+        """uint8 images [B, 3, H, W] in [0, 255]; ``real=False`` for generated samples."""
+        features = self.extractor(images)
+        self.fid.update(features, real=real)
+        self.kid.update(features, real=real)
+
+    def compute(self) -> dict[str, float | int]:
+        """``fid``, ``kid`` (mean over subsets), ``kid_std`` and the sample counts."""
+        kid_mean, kid_std = self.kid.compute()
+        return {
+            "fid": float(self.fid.compute()),
+            "kid": float(kid_mean),
+            "kid_std": float(kid_std),
+            **sample_counts(self.fid),
+            "kid_subset_size": int(self.kid.subset_size),
+        }
+
+    def reset(self) -> None:
+        """Drop the generated side (a reference given at construction stays)."""
+        self.fid.reset()
+        self.kid.reset()

@@ -4,7 +4,13 @@ reference features give the same figures as the images; small sample counts are 
 import pytest
 import torch
 
-from pipeline.evaluation.fid_kid import SampleCountError, fid_metric, kid_metric, sample_counts
+from pipeline.evaluation.fid_kid import (
+    FidKid,
+    SampleCountError,
+    fid_metric,
+    kid_metric,
+    sample_counts,
+)
 from pipeline.evaluation.reference_stats import reference_features_of_images
 from tests.evaluation.helpers import add_noise, smooth_images
 
@@ -21,12 +27,11 @@ def reference(real, inception64, tmp_path_factory):
     return reference_features_of_images(real, inception64, tmp_path_factory.mktemp("fid_ref"))
 
 
-def _against_reference(extractor, reference, fake, subset_size=N):
-    fid = fid_metric(extractor, reference=reference)
-    kid = kid_metric(extractor, subset_size=subset_size, subsets=20, reference=reference)
-    fid.update(fake, real=False)
-    kid.update(fake, real=False)
-    return fid.compute().item(), kid.compute()[0].item()
+def _against_reference(extractor, reference, fake):
+    metrics = FidKid(extractor, kid_subset_size=N, kid_subsets=20, reference=reference)
+    metrics.update(fake)
+    figures = metrics.compute()
+    return figures["fid"], figures["kid"]
 
 
 def test_fid_and_kid_are_about_zero_against_itself_and_grow_with_noise(
@@ -49,24 +54,31 @@ def test_fid_and_kid_are_about_zero_against_itself_and_grow_with_noise(
 
 
 def test_cached_reference_gives_the_same_figures_as_the_images(inception64, real, reference):
+    """FidKid (features computed once, reference from the cache) against torchmetrics' FID and
+    KID fed with the images on both sides."""
     fake = add_noise(real, 30.0, seed=2)
     fid, kid = fid_metric(inception64), kid_metric(inception64, subset_size=N, subsets=20)
     for metric in (fid, kid):
         metric.update(real, real=True)
         metric.update(fake, real=False)
-    from_cache = _against_reference(inception64, reference, fake)
-    assert from_cache[0] == pytest.approx(fid.compute().item(), rel=1e-6)
-    assert from_cache[1] == pytest.approx(kid.compute()[0].item(), rel=1e-5)
-    assert sample_counts(fid) == {"num_real": N, "num_fake": N}
+    metrics = FidKid(inception64, kid_subset_size=N, kid_subsets=20, reference=reference)
+    metrics.update(fake[:5])
+    metrics.update(fake[5:])
+    figures = metrics.compute()
+    assert figures["fid"] == pytest.approx(fid.compute().item(), rel=1e-6)
+    kid_mean, kid_std = kid.compute()
+    assert figures["kid"] == pytest.approx(kid_mean.item(), rel=1e-5)
+    assert figures["kid_std"] == pytest.approx(kid_std.item(), rel=1e-4)
+    assert {k: figures[k] for k in ("num_real", "num_fake", "kid_subset_size")} == {
+        "num_real": N,
+        "num_fake": N,
+        "kid_subset_size": N,
+    }
     assert sample_counts(kid) == {"num_real": N, "num_fake": N}
-
-
-def test_reference_survives_reset(inception64, real, reference):
-    fid = fid_metric(inception64, reference=reference)
-    fid.update(real[:3], real=False)
-    fid.reset()
-    fid.update(real[:2], real=False)
-    assert sample_counts(fid) == {"num_real": N, "num_fake": 2}
+    # reset() drops the generated side only: the cached reference stays.
+    metrics.reset()
+    metrics.update(fake[:3])
+    assert sample_counts(metrics.fid) == {"num_real": N, "num_fake": 3}
 
 
 def test_kid_with_few_samples(inception64, real, reference):
