@@ -3,7 +3,8 @@
 Times the 2048-d feature extraction (resize to 299, normalisation, network) on random uint8
 images at each batch size, after a small warm-up batch, and the one-off cost of loading the
 weights (hash check + reading the TorchScript archive). The machine's 1-minute load average is
-printed too: on a shared CPU the figures scale with the cores actually free.
+printed too, and the process CPU time per image: on a shared CPU images/s scale with the cores
+actually free, CPU seconds per image much less.
 
     python benchmarks/fid_throughput.py                        # CPU, batches 32 and 64
     python benchmarks/fid_throughput.py --device cuda --batches 32 64 256 --repeats 5
@@ -41,14 +42,15 @@ def main() -> None:
         images = torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8).to(args.device)
         net(images[:2])  # warm-up (allocator, oneDNN/cuDNN kernel choice)
         _sync(args.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(args.repeats):
             net(images)
         _sync(args.device)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         results[str(batch)] = {
             "images_per_s": round(batch * args.repeats / elapsed, 2),
             "s_per_batch": round(elapsed / args.repeats, 3),
+            "process_cpu_s_per_image": round(cpu / (batch * args.repeats), 3),
         }
     print(
         json.dumps(
