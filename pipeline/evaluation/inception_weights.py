@@ -112,13 +112,12 @@ def fid_helper_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     state: dict[str, Tensor] = {}
     for name, tensor in tensors.items():
         try:
-            state[_map_fid_helper_name(name)] = tensor.clone()
+            mapped = _map_fid_helper_name(name)
         except (KeyError, IndexError, ValueError) as err:
             raise InceptionWeightsError(f"{path}: unexpected tensor {name!r}") from err
-        if name.endswith(".beta"):
-            state[_map_fid_helper_name(name).replace("bn.bias", "bn.weight")] = torch.ones_like(
-                tensor
-            )
+        state[mapped] = tensor.clone()
+        if mapped.endswith("bn.bias"):  # the file has no batch-norm scale: it is 1
+            state[mapped.removesuffix("bias") + "weight"] = torch.ones_like(tensor)
     return state
 
 
