@@ -47,10 +47,27 @@ class LayerNorm32(nn.LayerNorm):
         return y.to(x.dtype)
 
 
+MAX_GROUPS, MIN_CHANNELS_PER_GROUP = 32, 4
+
+
+def norm_groups(channels: int) -> int:
+    """ADM's 32 groups, with at least 4 channels in each (ADM's narrowest models have 128
+    channels: 32 groups of 4).
+
+    A group of one channel would normalise away that channel's spatial mean, so a narrow network
+    could not tell (nor predict) the per-channel mean of x_t: its epsilon misses the noise's mean
+    colour and samples drift to a random colour cast. Every released GLIDE width (multiples of
+    192) gets 32 groups, as in the released models.
+    """
+    for groups in range(min(MAX_GROUPS, channels), 0, -1):
+        if channels % groups == 0 and channels // groups >= MIN_CHANNELS_PER_GROUP:
+            return groups
+    return 1
+
+
 def normalization(channels: int) -> GroupNorm32:
-    """ADM's normalization: 32 groups (fewer when channels is small and not a multiple of 32)."""
-    groups = math.gcd(32, channels)
-    return GroupNorm32(groups, channels)
+    """ADM's normalization: GroupNorm (in float32) with :func:`norm_groups` groups."""
+    return GroupNorm32(norm_groups(channels), channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:

@@ -66,3 +66,31 @@ def test_norms_compute_in_float32_and_keep_dtype():
     assert ln(y).dtype == torch.bfloat16
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert gn(x.float()).dtype == torch.float32  # float in, float out even under autocast
+
+
+def test_released_widths_keep_adms_32_groups():
+    from pipeline.models.nn_blocks import norm_groups
+
+    for channels in (128, 192, 384, 576, 768, 1024, 2048):  # GLIDE/ADM widths
+        assert norm_groups(channels) == 32
+
+
+def test_narrow_layers_keep_several_channels_per_group():
+    from pipeline.models.nn_blocks import norm_groups
+
+    for channels in (16, 32, 64, 96, 8, 4, 12):
+        groups = norm_groups(channels)
+        assert channels % groups == 0 and channels // groups >= 4
+
+
+def test_norm_does_not_erase_the_per_channel_mean_of_narrow_layers():
+    """A group of one channel would normalise each channel's spatial mean away, so the network
+    could not see (or predict) the mean colour of x_t: samples then drift to a colour cast."""
+    from pipeline.models.nn_blocks import normalization
+
+    torch.manual_seed(0)
+    for channels in (16, 32):
+        norm = normalization(channels)
+        h = torch.randn(2, channels, 8, 8)
+        shift = torch.randn(1, channels, 1, 1)  # a different constant per channel
+        assert not torch.allclose(norm(h), norm(h + shift), atol=1e-3)
