@@ -200,6 +200,7 @@ def validate(cfg: DictConfig) -> None:
         "shares must be >= 0 with a positive sum",
     )
     _validate_upsampler(cfg)
+    _validate_clip(cfg)
 
 
 TRAINING_STAGES = ("pretrain_base", "finetune_cfg", "finetune_inpaint", "train_upsampler")
@@ -239,6 +240,43 @@ def _validate_upsampler(cfg: DictConfig) -> None:
         )
     _require(train.sample_temperature > 0, "train_upsampler.sample_temperature", "must be > 0")
     _require(train.sample_images >= 1, "train_upsampler.sample_images", "must be at least 1")
+
+
+def _validate_clip(cfg: DictConfig) -> None:
+    """The CLIPs read the base model's images and timesteps; a contrastive batch needs pairs."""
+    model = cfg.noised_clip
+    _require(
+        model.image_size == cfg.shard.base_resolution,
+        "noised_clip.image_size",
+        f"must equal shard.base_resolution ({cfg.shard.base_resolution})",
+    )
+    _require(
+        model.image_size % model.patch_size == 0,
+        "noised_clip.patch_size",
+        f"must divide noised_clip.image_size ({model.image_size})",
+    )
+    for width, heads in (("width", "heads"), ("text_width", "text_heads")):
+        _require(
+            model[width] % model[heads] == 0,
+            f"noised_clip.{width}",
+            f"must be divisible by noised_clip.{heads} ({model[heads]})",
+        )
+    _require(model.text_ctx >= 2, "noised_clip.text_ctx", "must be at least 2")
+    for stage in ("train_noised_clip", "eval_clip"):
+        train = cfg[stage]
+        _validate_training(train, stage)
+        _require(train.batch_size >= 2, f"{stage}.batch_size", "a contrastive batch needs 2+")
+        _require(train.val_samples >= 2, f"{stage}.val_samples", "must be at least 2")
+        _require(
+            all(0 <= t < model.diffusion_steps for t in train.val_timesteps),
+            f"{stage}.val_timesteps",
+            f"must be in [0, noised_clip.diffusion_steps={model.diffusion_steps})",
+        )
+    _require(
+        not cfg.eval_clip.noised,
+        "eval_clip.noised",
+        "must be false: the evaluation CLIP scores clean images",
+    )
 
 
 def _validate_training(train: DictConfig, stage: str) -> None:

@@ -191,6 +191,47 @@ class UpsamplerTrainConfig(TrainConfig):
 
 
 @dataclass
+class NoisedClipConfig:
+    """GLIDE's noised CLIP (for CLIP guidance), in CLIP's option names: a ViT image tower that
+    reads (x_t, t), with a timestep embedding in place of the class token, and CLIP's causal text
+    transformer. The evaluation CLIP trained here has the same sizes."""
+
+    image_size: int = 64  # the base model's resolution
+    patch_size: int = 4
+    width: int = 768  # image tower
+    layers: int = 12
+    heads: int = 12
+    embed_dim: int = 512  # joint embedding
+    text_ctx: int = 77  # tokens, <|startoftext|> and <|endoftext|> included
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    diffusion_steps: int = 1000  # the base model's schedule: images are noised with it
+    noise_schedule: str = "squaredcos_cap_v2"
+
+
+@dataclass
+class ClipTrainConfig(TrainConfig):
+    """A CLIP training stage: TrainConfig's optimiser, checkpoint and Ray settings (the EMA,
+    caption-drop and sample-grid keys are unused) plus noising and retrieval validation."""
+
+    noised: bool = True  # train on x_t at uniformly drawn t; false: clean images (t = 0) only
+    val_timesteps: list[int] = field(default_factory=lambda: [0, 250, 500, 750])
+    val_samples: int = 256  # validation pairs (val shards) for retrieval accuracy
+    val_every_steps: int = 100  # and at the end
+
+
+@dataclass
+class EvalClipConfig(ClipTrainConfig):
+    """The CLIP that measures CLIP score (never the guidance CLIP). ``openai_weights``: a local
+    file of OpenAI CLIP weights (no download); empty: train a clean CLIP on the training shards
+    with its own ``seed`` (its metrics are named ``clip_score_proxy``)."""
+
+    openai_weights: str = ""
+    seed: int = 1
+
+
+@dataclass
 class PipelineConfig:
     """The whole resolved configuration; one field per stage section plus shared sections."""
 
@@ -229,5 +270,21 @@ class PipelineConfig:
     train_upsampler: UpsamplerTrainConfig = field(
         default_factory=lambda: UpsamplerTrainConfig(
             output="models/upsampler.pt", sample_steps="fast27"
+        )
+    )
+    noised_clip: NoisedClipConfig = field(default_factory=NoisedClipConfig)
+    train_noised_clip: ClipTrainConfig = field(
+        default_factory=lambda: ClipTrainConfig(
+            output="models/noised_clip.pt", lr=3e-4, weight_decay=0.2, adam_betas=[0.9, 0.98]
+        )
+    )
+    eval_clip: EvalClipConfig = field(
+        default_factory=lambda: EvalClipConfig(
+            output="models/eval_clip.pt",
+            lr=3e-4,
+            weight_decay=0.2,
+            adam_betas=[0.9, 0.98],
+            noised=False,
+            val_timesteps=[0],
         )
     )

@@ -11,6 +11,10 @@ reverse) regenerates the masked region with the inpainting model (models/inpaint
 by default; ``--baseline-replace`` does the same edit with the text-to-image model by replacing
 the known region only.
 
+CLIP guidance: ``--clip-guidance SCALE`` steers the CFG-fine-tuned base model (models/cfg.pt),
+sampled without classifier-free guidance as in GLIDE's comparison, with the gradient of the noised
+CLIP's similarity (``--clip-model``, default models/noised_clip.pt) at every step.
+
 The command runs in steps (load, generate, write) so that the cascade (``--upsample``) and
 editing (``--image``/``--mask``) add their step without changing the others.
 """
@@ -32,7 +36,9 @@ from PIL import Image
 
 from pipeline.diffusion import create_diffusion
 from pipeline.io import atomic_output_path, atomic_write_text
+from pipeline.models.clip_file import load_noised_clip
 from pipeline.models.model_file import ModelFileError
+from pipeline.sampling.clip_guided import check_clip_for_model, sample_clip_guided
 from pipeline.sampling.grid import captioned_grid
 from pipeline.sampling.inpaint import check_edit_inputs, sample_inpaint
 from pipeline.sampling.loading import load_sampling_model
@@ -111,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="edit with the text-to-image model by replacing the known region only "
         "(the baseline GLIDE compares against; default model models/cfg.pt)",
     )
+    clip = parser.add_argument_group("CLIP guidance (instead of classifier-free guidance)")
+    clip.add_argument(
+        "--clip-guidance",
+        type=finite_float,
+        default=None,
+        metavar="SCALE",
+        help="guide with the noised CLIP at this scale; no classifier-free guidance",
+    )
+    clip.add_argument(
+        "--clip-model", default="models/noised_clip.pt", help="default models/noised_clip.pt"
+    )
     parser.add_argument("--device", default="", help="cpu, cuda, cuda:1 (default: cuda if any)")
     parser.add_argument("--gpt2-encoder-json", default="", help="GPT-2 BPE models only")
     parser.add_argument("--gpt2-vocab-bpe", default="", help="GPT-2 BPE models only")
@@ -129,6 +146,15 @@ def check_args(args: argparse.Namespace) -> None:
     if not args.model:
         inpaint_model = editing and not args.baseline_replace
         args.model = "models/inpaint.pt" if inpaint_model else "models/cfg.pt"
+    if args.clip_guidance is not None:
+        if editing:
+            raise UsageError("--clip-guidance samples text-to-image only (no editing)")
+        if args.guidance not in (None, 1.0):
+            raise UsageError(
+                "--clip-guidance samples without classifier-free guidance, as GLIDE's "
+                "comparison does: leave out --guidance"
+            )
+        args.guidance = 1.0
     if args.guidance is None:
         args.guidance = 5.0 if editing else 3.0
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
@@ -207,7 +233,37 @@ def _sample(
     )
     if edit_inputs is not None:
         return sample_inpaint(loaded.model, loaded.tokenizer, prompts, *edit_inputs, **settings)
+    if args.clip_guidance is not None:
+        return _sample_clip_guided(loaded, prompts, args, device, settings)
     return sample_text_to_image(loaded.model, loaded.tokenizer, prompts, **settings)
+
+
+def _sample_clip_guided(
+    loaded: Any,
+    prompts: list[str],
+    args: argparse.Namespace,
+    device: torch.device,
+    settings: dict[str, Any],
+) -> torch.Tensor:
+    clip_model, clip_info = load_noised_clip(args.clip_model, device=device)
+    try:
+        check_clip_for_model(
+            clip_info,
+            clip_model,
+            int(loaded.model.image_size),
+            {"diffusion_steps": loaded.diffusion_steps, "noise_schedule": loaded.noise_schedule},
+        )
+    except ValueError as err:
+        raise UsageError(f"--clip-model {args.clip_model}: {err}") from err
+    settings = {k: v for k, v in settings.items() if k != "guidance_scale"}
+    return sample_clip_guided(
+        loaded.model,
+        loaded.tokenizer,
+        clip_model,
+        prompts,
+        clip_guidance_scale=args.clip_guidance,
+        **settings,
+    )
 
 
 def write_outputs(
@@ -243,6 +299,9 @@ def write_outputs(
         if args.image
         else None,
         "steps": args.steps,
+        "clip_guidance": {"scale": args.clip_guidance, "clip_model": str(args.clip_model)}
+        if args.clip_guidance is not None
+        else None,
         "seed": args.seed,
         "images": records,
     }

@@ -61,6 +61,7 @@ def sample_text_to_image(
     denoised_fn: Callable[[Tensor], Tensor] | None = None,
     as_float: bool = False,
     init_noise_scale: float = 1.0,
+    make_cond_fn: Callable[[list[str]], Callable[..., Tensor]] | None = None,
 ) -> Tensor:
     """Sample one image per prompt; returns uint8 [N, H, W, 3].
 
@@ -73,10 +74,14 @@ def sample_text_to_image(
     upsampler's ``low_res`` [N, 3, h, w]). ``denoised_fn`` post-processes
     every x0 prediction (e.g. pastes the known region). ``as_float`` returns the samples in
     [-1, 1] as float [N, 3, H, W] instead. ``init_noise_scale``: x_T = scale * noise (the
-    sampling temperature; GLIDE's upsampler uses 0.997).
+    sampling temperature; GLIDE's upsampler uses 0.997). ``make_cond_fn(prompts)`` returns
+    the sampler's gradient hook for a batch of prompts (CLIP guidance, ``clip_guided.py``); it
+    needs ``guidance_scale`` 1 (no doubled classifier-free batch).
     """
     if not prompts:
         raise ValueError("no prompts given")
+    if make_cond_fn is not None and float(guidance_scale) != 1.0:
+        raise ValueError("a cond_fn (CLIP guidance) needs guidance_scale 1 (no classifier-free)")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     diffusion = create_diffusion(diffusion_steps, noise_schedule, steps)
     loop = ddim_sample_loop if is_ddim(steps) else ancestral_sample_loop
@@ -112,6 +117,7 @@ def sample_text_to_image(
             init_noise_scale=init_noise_scale,
             progress=progress,
             device=device,
+            cond_fn=make_cond_fn(chunk) if make_cond_fn is not None else None,
         )
         samples = samples[: len(chunk)]
         outputs.append(samples.float().cpu() if as_float else to_uint8(samples))

@@ -148,7 +148,7 @@ class ClipModule(pl.LightningModule):
             return {}
         was_training = self.model.training
         self.model.eval()
-        images = torch.as_tensor(np.asarray(self.val["images"]))
+        images = torch.from_numpy(np.array(self.val["images"], dtype=np.uint8, copy=True))
         x_start = images_to_model_range(images).to(self.device)
         captions = [str(c) for c in self.val["captions"]]
         z_text = self.model.encode_text(
@@ -172,11 +172,9 @@ class ClipModule(pl.LightningModule):
         every = int(self.train_cfg["val_every_steps"])
         if step == int(self.train_cfg["max_steps"]) or (every > 0 and step % every == 0):
             self.last_validation = self.validate_retrieval()
-            if self.last_validation:
-                self.log_dict(
-                    {self.log_prefix + k: v for k, v in self.last_validation.items()},
-                    on_step=True,
-                    on_epoch=False,
+            if self.last_validation and self.logger is not None:  # not held to log_every_steps
+                self.logger.log_metrics(
+                    {self.log_prefix + k: v for k, v in self.last_validation.items()}, step=step
                 )
 
     # ------------------------------------------------------------------ state and outputs
@@ -197,7 +195,7 @@ class ClipModule(pl.LightningModule):
         """Mean loss of the last (up to 50) steps and the last retrieval validation."""
         if not self.last_validation:
             self.last_validation = self.validate_retrieval()
-        out = {"nonfinite_steps": float(self.nonfinite_total)}
+        out: dict[str, float] = {"nonfinite_steps": self.nonfinite_total}
         if self.recent:
             out["final_loss"] = sum(self.recent) / len(self.recent)
         out.update(self.last_validation)

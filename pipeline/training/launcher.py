@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ def run_fingerprint(cfg: DictConfig, stage: str, model_section: str, data_id: st
         "sample_images",
         "sample_temperature",
         "sample_aug_level",
+        "val_every_steps",
     ):
         relevant["train"].pop(volatile, None)
     blob = json.dumps(relevant, sort_keys=True).encode()
@@ -79,36 +81,32 @@ def _raise_priority() -> None:
         print("note: cannot raise the training worker's priority (needs CAP_SYS_NICE)", flush=True)
 
 
-def _train_loop(config: dict[str, Any]) -> None:
-    """Ray Train worker: build the module, the data stream and a Lightning Trainer; fit."""
-    import lightning.pytorch as pl
-    import ray.train
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import MLFlowLogger
-    from ray.train.lightning import (
-        RayDDPStrategy,
-        RayFSDPStrategy,
-        RayLightningEnvironment,
-        prepare_trainer,
-    )
+@dataclass
+class WorkerParts:
+    """What a stage contributes to the shared training loop on each Ray Train worker.
 
-    from pipeline.training.callbacks import SampleGridCallback, StepProgressLog
-    from pipeline.training.checkpoint_io import AtomicCheckpointIO
-    from pipeline.training.data_feed import StepFeed
+    ``module``: the LightningModule (with ``model_file(mlflow_run_id=, stage=, extra=)``, the
+    payload of the final model file); ``callbacks``: the stage's own Lightning callbacks;
+    ``final_metrics()``: metrics reported besides ``step``; ``write_extras(folder)``: rank 0
+    writes extra outputs (e.g. the final sample grid) beside the model file.
+    """
+
+    module: Any
+    callbacks: list[Any]
+    final_metrics: Callable[[], dict[str, Any]]
+    write_extras: Callable[[Path], None] | None = None
+
+
+def diffusion_worker_parts(
+    config: dict[str, Any], cfg: DictConfig, log_image: Callable[..., None] | None
+) -> WorkerParts:
+    """The diffusion stages' module (GlideDiffusionModule) and sample-grid callback."""
+    from pipeline.training.callbacks import SampleGridCallback
     from pipeline.training.diffusion_module import GlideDiffusionModule
     from pipeline.training.model_setup import build_tokenizer
 
-    _raise_priority()
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per worker
-    cfg = OmegaConf.create(config["cfg"])
     stage, model_section = config["stage"], config["model_section"]
     train = cfg[stage]
-    threads = int(train.torch_threads) or int(train.cpus_per_worker)
-    torch.set_num_threads(threads)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-
     tokenizer = build_tokenizer(cfg[model_section])
     init_state = None
     if config.get("init_from"):
@@ -125,21 +123,6 @@ def _train_loop(config: dict[str, Any]) -> None:
         init_state_dict=init_state,
         seed=int(cfg.seed),
     )
-
-    feed = StepFeed(ray.train.get_dataset_shard("train"), int(train.batch_size) // world)
-    ckpt_dir = Path(config["checkpoint_dir"])
-    logger: Any = False
-    log_image = None
-    if config.get("tracking_uri") and config.get("run_id"):
-        logger = MLFlowLogger(tracking_uri=config["tracking_uri"], run_id=config["run_id"])
-        if rank == 0:
-            from mlflow.tracking import MlflowClient
-
-            client = MlflowClient(tracking_uri=config["tracking_uri"])
-
-            def log_image(image: Any, artifact_file: str) -> None:
-                client.log_image(config["run_id"], image, artifact_file=artifact_file)
-
     grids = SampleGridCallback(
         tokenizer,
         list(train.sample_prompts),
@@ -153,6 +136,76 @@ def _train_loop(config: dict[str, Any]) -> None:
         temperature=float(train.get("sample_temperature", 1.0)),
         aug_level=int(train.get("sample_aug_level", 0)),
     )
+
+    def final_metrics() -> dict[str, Any]:
+        metrics: dict[str, Any] = {"nonfinite_steps": module.nonfinite_total}
+        metrics.update({f"final_{k}": v for k, v in module.final_losses().items()})
+        return metrics
+
+    def write_extras(folder: Path) -> None:
+        if grids.last_grid is None and grids.prompts:
+            grids.last_grid = grids.make_grid(module)  # resumed at max_steps: no train hooks ran
+        if grids.last_grid is not None:
+            grids.last_grid.save(folder / FINAL_GRID)
+
+    return WorkerParts(module, [grids], final_metrics, write_extras)
+
+
+def _resolve_parts(name: str) -> Callable[..., WorkerParts]:
+    """The worker-parts builder named ``"package.module:function"`` ("" = the diffusion one)."""
+    if not name:
+        return diffusion_worker_parts
+    import importlib
+
+    module_name, _, function = name.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker: the stage's module (``config["worker_parts"]``, default the diffusion
+    one), the data stream and a Lightning Trainer; fit; report the final model."""
+    import lightning.pytorch as pl
+    import ray.train
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import MLFlowLogger
+    from ray.train.lightning import (
+        RayDDPStrategy,
+        RayFSDPStrategy,
+        RayLightningEnvironment,
+        prepare_trainer,
+    )
+
+    from pipeline.training.callbacks import StepProgressLog
+    from pipeline.training.checkpoint_io import AtomicCheckpointIO
+    from pipeline.training.data_feed import StepFeed
+
+    _raise_priority()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per worker
+    cfg = OmegaConf.create(config["cfg"])
+    stage = config["stage"]
+    train = cfg[stage]
+    threads = int(train.torch_threads) or int(train.cpus_per_worker)
+    torch.set_num_threads(threads)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+
+    logger: Any = False
+    log_image = None
+    if config.get("tracking_uri") and config.get("run_id"):
+        logger = MLFlowLogger(tracking_uri=config["tracking_uri"], run_id=config["run_id"])
+        if rank == 0:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=config["tracking_uri"])
+
+            def log_image(image: Any, artifact_file: str) -> None:
+                client.log_image(config["run_id"], image, artifact_file=artifact_file)
+
+    parts = _resolve_parts(config.get("worker_parts") or "")(config, cfg, log_image)
+    module = parts.module
+    feed = StepFeed(ray.train.get_dataset_shard("train"), int(train.batch_size) // world)
+    ckpt_dir = Path(config["checkpoint_dir"])
     callbacks = [
         ModelCheckpoint(
             dirpath=ckpt_dir,
@@ -161,7 +214,7 @@ def _train_loop(config: dict[str, Any]) -> None:
             save_top_k=1,
             enable_version_counter=False,
         ),
-        grids,
+        *parts.callbacks,
         StepProgressLog(int(train.log_every_steps), int(train.batch_size), stage),
     ]
     strategy = RayFSDPStrategy() if train.strategy == "fsdp" else RayDDPStrategy()
@@ -186,10 +239,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     last = ckpt_dir / "last.ckpt"
     trainer.fit(module, train_dataloaders=feed, ckpt_path=str(last) if last.exists() else None)
 
-    if rank == 0 and grids.last_grid is None and grids.prompts:
-        grids.last_grid = grids.make_grid(module)  # resumed at max_steps: no train hooks ran
-    metrics = {"step": int(module.global_step), "nonfinite_steps": module.nonfinite_total}
-    metrics.update({f"final_{k}": v for k, v in module.final_losses().items()})
+    metrics = {"step": int(module.global_step), **parts.final_metrics()}
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(
@@ -200,8 +250,8 @@ def _train_loop(config: dict[str, Any]) -> None:
                 ),
                 Path(tmp) / FINAL_MODEL,
             )
-            if grids.last_grid is not None:
-                grids.last_grid.save(Path(tmp) / FINAL_GRID)
+            if parts.write_extras is not None:
+                parts.write_extras(Path(tmp))
             (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     else:
@@ -240,12 +290,18 @@ def fit_on_ray(
     edit_sources: list[Any] | None = None,
     upsample_sources: list[dict[str, Any]] | None = None,
     grid_output: str | Path | None = None,
+    worker_parts: str = "",
+    worker_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on Ray Train; write the EMA model file to ``cfg[stage].output``; return metrics.
 
     ``provenance`` (plain data) is recorded in the model file's ``extra``. ``edit_sources``
     (inpainting) and ``upsample_sources`` (super-resolution: ``{"base", "hires", "caption"}``)
     are the held-out images of the sample grids.
+    ``worker_parts`` ("package.module:function", called as ``function(loop_config, cfg,
+    log_image)``) builds the stage's module on each worker (default
+    :func:`diffusion_worker_parts`); ``worker_data`` (plain data, e.g. validation
+    examples) reaches it as ``loop_config["worker_data"]``.
     ``make_dataset(first_sample, global_batch)`` builds the training stream starting at sample
     ``first_sample`` of the seeded multi-epoch order (0, or where a resumed run left off).
     """
@@ -275,6 +331,8 @@ def fit_on_ray(
         "provenance": provenance or {},
         "edit_sources": edit_sources or [],
         "upsample_sources": upsample_sources or [],
+        "worker_parts": worker_parts,
+        "worker_data": worker_data or {},
     }
     resources = {"CPU": float(train.cpus_per_worker)}
     if train.use_gpu:
