@@ -12,8 +12,9 @@ from pipeline.data.manifest import read_manifest
 from pipeline.data.sharding import build_shards
 from pipeline.models.clip_file import load_noised_clip
 from pipeline.models.eval_clip import load_eval_clip
+from pipeline.models.model_file import ModelFileError
 from pipeline.tracking import stage_run
-from pipeline.training.clip_stage import run_clip_stage, train_clip
+from pipeline.training.clip_stage import run_clip_stage, train_clip, write_openai_reference
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = (
@@ -80,3 +81,25 @@ def test_stage_trains_the_noised_and_the_evaluation_clip(ray_session, workdir):
     resumed, _ = load_noised_clip("models/noised_clip.pt")
     for name, tensor in guidance.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
+def test_openai_weights_replace_the_trained_evaluation_clip(tmp_path):
+    """With eval_clip.openai_weights the stage trains no evaluation CLIP: models/eval_clip.pt
+    points at the weights, and evaluation names its metric the standard clip_score."""
+    from tests.models.test_noised_clip import openai_style_state_dict
+
+    weights = tmp_path / "ViT-tiny.pt"
+    torch.save(openai_style_state_dict()[1], weights)
+    output = tmp_path / "eval_clip.pt"
+    cfg = load_config(
+        ["profile=ci", f"eval_clip.openai_weights={weights}", f"eval_clip.output={output}"],
+        params_path=None,
+        conf_dir=REPO / "conf",
+    )
+    assert write_openai_reference(cfg)["metric_name"] == "clip_score"
+    evaluation = load_eval_clip(output)
+    assert evaluation.metric_name == "clip_score" and evaluation.source == str(weights)
+    assert evaluation.encode_text(["a red circle"]).shape == (1, 16)
+    weights.write_bytes(weights.read_bytes() + b"changed")
+    with pytest.raises(ModelFileError, match="changed since"):
+        load_eval_clip(output)
