@@ -1,10 +1,14 @@
-"""Run a diffusion training stage on Ray Train: TorchTrainer + Lightning, fed by Ray Data.
+"""Run a training stage on Ray Train: TorchTrainer + Lightning, fed by Ray Data.
+
+Every stage shares this loop (checkpoints, resume, MLflow, progress log, final model); what
+differs is its LightningModule and callbacks (:class:`WorkerParts`): the diffusion stages use
+:func:`diffusion_worker_parts`, the CLIP stage ``pipeline.training.clip_stage.clip_worker_parts``.
 
 The same code runs on one CPU worker (CI, laptops) and on many GPU workers of a cluster
 (``ray.address``, ``num_workers``, ``use_gpu``, ``cpus_per_worker`` from the stage's config).
 Checkpoints for resuming go to ``<checkpoint_dir>/<stage>/<fingerprint>/last.ckpt``, where the
 fingerprint covers everything that determines the result (config sections, seed, input data), so
-a changed config never resumes a stale run. The final EMA model comes back to the driver as a Ray
+a changed config never resumes a stale run. The final model (EMA for diffusion) comes back to the driver as a Ray
 Train checkpoint and is written atomically to the stage's ``output``.
 """
 
