@@ -11,6 +11,13 @@ reverse) regenerates the masked region with the inpainting model (models/inpaint
 by default; ``--baseline-replace`` does the same edit with the text-to-image model by replacing
 the known region only.
 
+Cascade: ``--upsample`` passes the base samples, quantised to 8 bits, through the upsampler
+(models/upsampler.pt) with the same caption, "fast27" steps, initial noise scaled by 0.997 and no
+guidance, as GLIDE does; the images written are the upsampled ones, the base samples are kept as
+``<prompt index>_<image index>_base.png``. With editing, ``--image``/``--mask`` are then at the
+upsampler's resolution: the base model edits their downsampled versions and the upsampler keeps
+the known high-res region.
+
 CLIP guidance: ``--clip-guidance SCALE`` steers the CFG-fine-tuned base model (models/cfg.pt),
 sampled without classifier-free guidance as in GLIDE's comparison, with the gradient of the noised
 CLIP's similarity (``--clip-model``, default models/noised_clip.pt) at every step.
@@ -38,6 +45,7 @@ from pipeline.diffusion import create_diffusion
 from pipeline.io import atomic_output_path, atomic_write_text
 from pipeline.models.clip_file import load_noised_clip
 from pipeline.models.model_file import ModelFileError
+from pipeline.sampling.cascade import sample_cascade
 from pipeline.sampling.clip_guided import check_clip_for_model, sample_clip_guided
 from pipeline.sampling.grid import captioned_grid
 from pipeline.sampling.inpaint import check_edit_inputs, sample_inpaint
@@ -117,6 +125,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="edit with the text-to-image model by replacing the known region only "
         "(the baseline GLIDE compares against; default model models/cfg.pt)",
     )
+    cascade = parser.add_argument_group("cascade (GLIDE's upsampler)")
+    cascade.add_argument(
+        "--upsample", action="store_true", help="upsample the base samples (64 -> 256 in GLIDE)"
+    )
+    cascade.add_argument(
+        "--upsampler-model", default="models/upsampler.pt", help="default models/upsampler.pt"
+    )
+    cascade.add_argument(
+        "--upsample-steps", default="fast27", help="upsampler steps (default fast27, as GLIDE)"
+    )
+    cascade.add_argument(
+        "--upsample-temp",
+        type=finite_float,
+        default=0.997,
+        help="upsampler initial-noise scale (default 0.997, as GLIDE)",
+    )
+    cascade.add_argument(
+        "--upsample-aug-level",
+        type=int,
+        default=0,
+        help="noise-conditioning augmentation level (noise_cond_aug upsamplers only; default 0)",
+    )
     clip = parser.add_argument_group("CLIP guidance (instead of classifier-free guidance)")
     clip.add_argument(
         "--clip-guidance",
@@ -147,8 +177,8 @@ def check_args(args: argparse.Namespace) -> None:
         inpaint_model = editing and not args.baseline_replace
         args.model = "models/inpaint.pt" if inpaint_model else "models/cfg.pt"
     if args.clip_guidance is not None:
-        if editing:
-            raise UsageError("--clip-guidance samples text-to-image only (no editing)")
+        if editing or args.upsample:
+            raise UsageError("--clip-guidance samples text-to-image only (no editing, no cascade)")
         if args.guidance not in (None, 1.0):
             raise UsageError(
                 "--clip-guidance samples without classifier-free guidance, as GLIDE's "
@@ -163,6 +193,15 @@ def check_args(args: argparse.Namespace) -> None:
         create_diffusion(1000, "linear", args.steps)
     except ValueError as err:
         raise UsageError(f"--steps {args.steps!r}: {err}") from err
+    if args.upsample:
+        try:
+            create_diffusion(1000, "linear", args.upsample_steps)
+        except ValueError as err:
+            raise UsageError(f"--upsample-steps {args.upsample_steps!r}: {err}") from err
+        if args.upsample_temp <= 0:
+            raise UsageError(f"--upsample-temp must be > 0, got {args.upsample_temp}")
+        if args.upsample_aug_level < 0:
+            raise UsageError(f"--upsample-aug-level must be >= 0, got {args.upsample_aug_level}")
 
 
 def read_image(path: str, what: str, mode: str) -> np.ndarray:
@@ -192,9 +231,18 @@ def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tens
         gpt2_encoder_json=args.gpt2_encoder_json,
         gpt2_vocab_bpe=args.gpt2_vocab_bpe,
     )
+    upsampler = None
+    if args.upsample:
+        upsampler = load_sampling_model(
+            args.upsampler_model,
+            device=device,
+            expect="upsample",
+            gpt2_encoder_json=args.gpt2_encoder_json,
+            gpt2_vocab_bpe=args.gpt2_vocab_bpe,
+        )
     if edit_inputs is not None:
         try:
-            check_edit_inputs(*edit_inputs, int(loaded.model.image_size))
+            check_edit_inputs(*edit_inputs, int((upsampler or loaded).model.image_size))
         except ValueError as err:
             raise UsageError(str(err)) from err
     text_ctx = int(loaded.model.text_ctx)
@@ -209,8 +257,43 @@ def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tens
     prompts = [prompt for prompt in args.prompt for _ in range(args.batch)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CaptionTruncatedWarning)  # reported above, per prompt
+        if upsampler is not None:
+            return _sample_cascade(loaded, upsampler, prompts, args, device, edit_inputs)
         images = _sample(loaded, prompts, args, device, edit_inputs)
     return images, loaded.info
+
+
+def _sample_cascade(
+    loaded: Any,
+    upsampler: Any,
+    prompts: list[str],
+    args: argparse.Namespace,
+    device: torch.device,
+    edit_inputs: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, dict]:
+    """Base model then upsampler: the upsampled images, and the model info with the upsampler's
+    and the base samples (``base_images``, written beside the upsampled ones)."""
+    try:
+        result = sample_cascade(
+            loaded,
+            upsampler,
+            prompts,
+            guidance_scale=args.guidance,
+            base_steps=args.steps,
+            upsample_steps=args.upsample_steps,
+            temperature=args.upsample_temp,
+            aug_level=args.upsample_aug_level,
+            seed=args.seed,
+            batch_size=args.batch,
+            device=device,
+            threshold=args.threshold,
+            edit=edit_inputs,
+            progress=True,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    info = {**loaded.info, "upsampler": upsampler.info, "base_images": result.base}
+    return result.upsampled, info
 
 
 def _sample(
@@ -273,6 +356,7 @@ def write_outputs(
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files, captions, records = [], [], []
+    base_images = info.get("base_images")
     for index, image in enumerate(images.numpy()):
         prompt_index, image_index = divmod(index, args.batch)
         path = out / f"{prompt_index:03d}_{image_index:03d}.png"
@@ -281,6 +365,11 @@ def write_outputs(
         files.append(path)
         captions.append(args.prompt[prompt_index])
         records.append({"file": path.name, "prompt": args.prompt[prompt_index]})
+        if base_images is not None:
+            base_path = path.with_name(f"{path.stem}_base.png")
+            with atomic_output_path(base_path) as tmp:
+                Image.fromarray(base_images[index].numpy()).save(tmp, format="PNG")
+            records[-1]["base_file"] = base_path.name
     grid = captioned_grid(np.asarray(images), captions, columns=max(args.batch, 1))
     with atomic_output_path(out / "grid.png") as tmp:
         grid.save(tmp, format="PNG")
@@ -299,6 +388,16 @@ def write_outputs(
         if args.image
         else None,
         "steps": args.steps,
+        "upsample": {
+            "model": str(args.upsampler_model),
+            "model_step": info["upsampler"].get("step"),
+            "model_mlflow_run_id": info["upsampler"].get("mlflow_run_id", ""),
+            "steps": args.upsample_steps,
+            "temperature": args.upsample_temp,
+            "aug_level": args.upsample_aug_level,
+        }
+        if args.upsample
+        else None,
         "clip_guidance": {"scale": args.clip_guidance, "clip_model": str(args.clip_model)}
         if args.clip_guidance is not None
         else None,

@@ -109,3 +109,35 @@ def test_corrupt_shard_fails_or_is_skipped_and_tallied(shard_dir, tmp_path):
     summary = ray.get(tally.summary.remote())
     assert len(rows) + summary["count"] == 35 and summary["count"] > 0
     assert summary["events"][0][0] == str(victim)
+
+
+def test_upsampler_rows_are_aligned_crop_pairs_fixed_by_seed(shard_dir):
+    """low_res_key + crop_size: (image, low_res) crops of the same region, the same crops on
+    every call and after a resume, other crops in another epoch."""
+    from PIL import Image
+
+    from pipeline.data.image_prep import downsample
+
+    def rows(**kwargs):
+        ds = training_dataset(
+            shard_dir, image_key="hires", low_res_key="base", crop_size=32, seed=5, **kwargs
+        )
+        return ds.take_all()
+
+    first = rows()
+    assert len(first) == 35 and "base" not in first[0]
+    for row in first:
+        assert row["image"].shape == (32, 32, 3) and row["low_res"].shape == (8, 8, 3)
+        expected = np.asarray(downsample(Image.fromarray(row["image"]), 8))
+        assert np.array_equal(row["low_res"], expected)
+    again, resumed, other = rows(), rows(skip_samples=11), rows(epoch=1)
+    assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(first, again, strict=True))
+    tail = first[11:]
+    assert [r["key"] for r in resumed] == [r["key"] for r in tail]
+    assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(tail, resumed, strict=True))
+    by_key = {r["key"]: r["image"] for r in other}
+    assert sum(not np.array_equal(by_key[r["key"]], r["image"]) for r in first) > 20
+    full = training_dataset(shard_dir, image_key="hires", low_res_key="base").take(1)[0]
+    assert full["image"].shape == (64, 64, 3) and full["low_res"].shape == (16, 16, 3)
+    with pytest.raises(ValueError, match="crop_size needs low_res_key"):
+        training_dataset(shard_dir, image_key="hires", crop_size=32)
