@@ -201,6 +201,27 @@ def validate(cfg: DictConfig) -> None:
     )
     _validate_upsampler(cfg)
     _validate_clip(cfg)
+    _validate_evaluate(cfg.evaluate)
+
+
+def _validate_evaluate(ev: DictConfig) -> None:
+    """Sample counts and sweeps of the evaluate stage."""
+    _require(ev.num_samples >= 2, "evaluate.num_samples", "must be at least 2 (FID needs 2)")
+    _require(ev.batch_size > 0, "evaluate.batch_size", "must be positive")
+    _require(len(ev.guidance_scales) > 0, "evaluate.guidance_scales", "needs at least one scale")
+    _require(
+        2 <= ev.kid_subset_size <= ev.num_samples,
+        "evaluate.kid_subset_size",
+        f"must be in [2, evaluate.num_samples={ev.num_samples}]",
+    )
+    _require(ev.kid_subsets >= 1, "evaluate.kid_subsets", "must be positive")
+    for key in ("cascade_samples", "inpaint_samples"):
+        _require(
+            ev[key] == 0 or 2 <= ev[key] <= ev.num_samples,
+            f"evaluate.{key}",
+            f"must be 0 (off) or in [2, evaluate.num_samples={ev.num_samples}]",
+        )
+    _require(ev.num_workers >= 1, "evaluate.num_workers", "must be positive")
 
 
 TRAINING_STAGES = ("pretrain_base", "finetune_cfg", "finetune_inpaint", "train_upsampler")

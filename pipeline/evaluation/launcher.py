@@ -1,0 +1,116 @@
+"""Run the evaluation on Ray Train: Ray Data feeds the evaluation captions and real images to
+every worker; each runs :class:`GlideEvaluationModule` under ``trainer.test``; the figures, reduced
+across workers, and the grid images come back from rank 0."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+RESULTS = "results.json"
+GRIDS = "grids.npz"
+
+
+class EvalFeed:
+    """Batches of a Ray Train dataset shard: captions as strings, images and ids as tensors."""
+
+    def __init__(self, shard: Any, batch_size: int) -> None:
+        self.shard = shard
+        self.batch_size = int(batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.shard.iter_batches(batch_size=self.batch_size, batch_format="numpy"):
+            out: dict[str, Any] = {"caption": [str(c) for c in batch["caption"]]}
+            for name in ("index", "base", "hires"):
+                if name in batch:
+                    out[name] = torch.from_numpy(np.array(batch[name]))  # writable copy
+            yield out
+
+
+def _eval_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker: load the models, test, report the figures (rank 0)."""
+    import lightning.pytorch as pl
+    import ray.train
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+
+    from pipeline.evaluation.stage_models import build_evaluation_module
+    from pipeline.training.launcher import _raise_priority
+
+    _raise_priority()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    settings = config["settings"]
+    torch.set_num_threads(int(settings["torch_threads"]) or int(settings["cpus_per_worker"]))
+    pl.seed_everything(int(settings["seed"]), workers=True, verbose=False)
+    device = "cuda" if settings["use_gpu"] and torch.cuda.is_available() else "cpu"
+    module = build_evaluation_module(config, device)
+    trainer = pl.Trainer(
+        accelerator="gpu" if settings["use_gpu"] else "cpu",
+        devices="auto",
+        strategy=RayDDPStrategy(),
+        plugins=[RayLightningEnvironment()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,  # CLIP guidance takes gradients of the noised CLIP
+    )
+    trainer = prepare_trainer(trainer)
+    feed = EvalFeed(ray.train.get_dataset_shard("eval"), int(settings["batch_size"]))
+    trainer.test(module, dataloaders=feed, verbose=False)
+    context = ray.train.get_context()
+    if context.get_world_rank() == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / RESULTS).write_text(json.dumps(module.results))
+            np.savez_compressed(Path(tmp) / GRIDS, **module.grids)
+            ray.train.report({"done": 1}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    else:
+        ray.train.report({"done": 1})
+
+
+def evaluate_on_ray(
+    settings: dict[str, Any], dataset: Any, model_paths: dict[str, str], work_dir: Path
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Evaluate on ``settings["num_workers"]`` Ray Train workers; return (figures, grids).
+
+    ``model_paths``: ``cfg`` (required), ``upsampler``, ``inpaint``, ``noised_clip``,
+    ``eval_clip``, ``reference`` (a torch file of the cached reference features).
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": float(settings["cpus_per_worker"])}
+    if settings["use_gpu"]:
+        resources["GPU"] = 1.0
+    trainer = TorchTrainer(
+        _eval_loop,
+        train_loop_config={"settings": settings, "paths": model_paths},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=int(settings["num_workers"]),
+            use_gpu=bool(settings["use_gpu"]),
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"evaluate-{uuid.uuid4().hex[:8]}",
+            storage_path=str(work_dir.resolve() / "ray_results"),
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
+        datasets={"eval": dataset},
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split="all" if int(settings["num_workers"]) > 1 else []
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError("evaluation ended without results")
+    with result.checkpoint.as_directory() as folder:
+        results = json.loads((Path(folder) / RESULTS).read_text())
+        with np.load(Path(folder) / GRIDS) as stored:
+            grids = {name: stored[name] for name in stored.files}
+    return results, grids

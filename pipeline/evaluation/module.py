@@ -1,0 +1,359 @@
+"""The evaluate stage's Lightning module: generation in ``test_step``, metrics as torchmetrics.
+
+Each test batch holds evaluation captions with their real images (base and high resolution).
+For every condition of the sweeps (classifier-free guidance at each scale, CLIP guidance at each
+scale) the module samples one image per caption and updates that condition's FID, KID and CLIP
+score; on the first ``cascade_samples`` captions it runs the cascade and the upsampler against
+bicubic; on the first ``inpaint_samples`` it edits the real images with the fine-tuned inpainter
+and with the replacement-only baseline. Metric states are sums and feature lists, so they reduce
+across Ray Train workers; the real side of FID/KID comes from cached reference features, added on
+rank 0 only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from pipeline.evaluation.clip_score import ClipScore
+from pipeline.evaluation.fid_kid import add_reference, fid_metric, kid_metric, sample_counts
+from pipeline.evaluation.inception_weights import load_fid_inception
+from pipeline.evaluation.reference_stats import ReferenceFeatures
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One point of a guidance sweep: ``kind`` "cfg" (classifier-free) or "clip"."""
+
+    kind: str
+    scale: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}_{self.scale:g}"
+
+
+def sweep_conditions(settings: dict[str, Any], with_clip: bool) -> list[Condition]:
+    """The sweep's conditions in report order: every classifier-free scale, then CLIP scales."""
+    conditions = [Condition("cfg", float(s)) for s in settings["guidance_scales"]]
+    if with_clip:
+        conditions += [Condition("clip", float(s)) for s in settings["clip_guidance_scales"]]
+    return conditions
+
+
+class FeatureMemo(nn.Module):
+    """The FID Inception network, run once per image batch although FID and KID both ask for
+    the features of the same tensor (torchmetrics hands the same object to each)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.num_features = getattr(network, "num_features", 2048)
+        self.weights_sha256 = getattr(network, "weights_sha256", "")
+        self.resize = getattr(network, "resize", "")
+        self._last: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self._last is not None and self._last[0] is images:
+            return self._last[1]
+        features = self.network(images)
+        self._last = (images, features)
+        return features
+
+    def forget(self) -> None:
+        self._last = None
+
+
+def nchw(images: Tensor) -> Tensor:
+    """uint8 [B, H, W, 3] -> uint8 [B, 3, H, W] (FID/KID's input)."""
+    return images.permute(0, 3, 1, 2).contiguous()
+
+
+def to_unit(images: Tensor) -> Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1] (the CLIP score's input)."""
+    return nchw(images).float().div(127.5).sub(1.0)
+
+
+class GlideEvaluationModule(pl.LightningModule):
+    """Generates and measures; ``results`` holds the figures after ``trainer.test``.
+
+    ``settings``: the ``evaluate`` config section as a dict. ``models``: SamplingModels
+    ``"cfg"`` (required), ``"upsampler"`` and ``"inpaint"`` (optional); ``noised_clip``: the
+    guidance CLIP (optional: no CLIP sweep without it); ``eval_clip``: the CLIP that measures
+    CLIP score (an ``EvalClip``). ``reference``: cached reference features ``"base"`` and
+    ``"hires"``.
+    """
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        models: dict[str, Any],
+        eval_clip: Any,
+        reference: dict[str, ReferenceFeatures],
+        noised_clip: Any = None,
+        inception: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = dict(settings)
+        self.sampling_models = models
+        for name, sampling_model in models.items():  # registered, so Lightning moves them
+            self.add_module(f"net_{name}", sampling_model.model)
+        self.noised_clip = noised_clip
+        self.eval_clip = eval_clip
+        self.reference = reference
+        self.conditions = sweep_conditions(self.settings, noised_clip is not None)
+        network = inception or load_fid_inception(self.settings.get("inception_weights") or None)
+        self.features = FeatureMemo(network.eval())
+        n = int(self.settings["num_samples"])
+        kid_size = min(int(self.settings["kid_subset_size"]), n)
+        self.fid = nn.ModuleDict({c.name: fid_metric(self.features) for c in self.conditions})
+        self.kid = nn.ModuleDict(
+            {
+                c.name: kid_metric(self.features, kid_size, int(self.settings["kid_subsets"]))
+                for c in self.conditions
+            }
+        )
+        self.clip_score = nn.ModuleDict({c.name: ClipScore(eval_clip) for c in self.conditions})
+        self.cascade_fid = nn.ModuleDict()
+        self.psnr = nn.ModuleDict()
+        if "upsampler" in models and int(self.settings["cascade_samples"]):
+            names = ("cascade", "upsampler", "bicubic")
+            self.cascade_fid = nn.ModuleDict({k: fid_metric(self.features) for k in names})
+            self.psnr = nn.ModuleDict({k: MeanMetric() for k in ("upsampler", "bicubic")})
+        self.band_error = nn.ModuleDict()
+        self.region_fid = nn.ModuleDict()
+        if "inpaint" in models and int(self.settings["inpaint_samples"]):
+            self.band_error = nn.ModuleDict({k: MeanMetric() for k in ("finetuned", "replace")})
+            self.region_fid = nn.ModuleDict(
+                {k: fid_metric(self.features) for k in ("finetuned", "replace")}
+            )
+        self.grids: dict[str, np.ndarray] = {}
+        self.results: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ set-up
+    def on_test_start(self) -> None:
+        """The real side of FID/KID: cached reference features, on one worker only (states are
+        summed across workers)."""
+        self._started, self._done = time.monotonic(), 0
+        if self.global_rank != 0:
+            return
+        for name in self.fid:
+            add_reference(self.fid[name], self.reference["base"])
+            add_reference(self.kid[name], self.reference["base"])
+        if "hires" in self.reference:
+            for metric in self.cascade_fid.values():
+                add_reference(metric, self.reference["hires"])
+
+    # ------------------------------------------------------------------ generation
+    def _sample_kwargs(self, model_name: str, seed: int) -> dict[str, Any]:
+        sampling_model = self.sampling_models[model_name]
+        return {
+            "steps": str(self.settings["sample_steps"]),
+            "diffusion_steps": sampling_model.diffusion_steps,
+            "noise_schedule": sampling_model.noise_schedule,
+            "seed": seed,
+            "device": self.device,
+        }
+
+    def generate(self, condition: Condition, captions: list[str], seed: int) -> Tensor:
+        """One image per caption under ``condition``: uint8 [B, H, W, 3] on the CPU."""
+        from pipeline.sampling.clip_guided import sample_clip_guided
+        from pipeline.sampling.text_to_image import sample_text_to_image
+
+        base = self.sampling_models["cfg"]
+        kwargs = self._sample_kwargs("cfg", seed)
+        if condition.kind == "clip":
+            images = sample_clip_guided(
+                base.model,
+                base.tokenizer,
+                self.noised_clip,
+                captions,
+                clip_guidance_scale=condition.scale,
+                **kwargs,
+            )
+        else:
+            images = sample_text_to_image(
+                base.model, base.tokenizer, captions, guidance_scale=condition.scale, **kwargs
+            )
+        return images.cpu()
+
+    # ------------------------------------------------------------------ test loop
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        captions = [str(c) for c in batch["caption"]]
+        indices = torch.as_tensor(batch["index"]).long()
+        seed = int(self.settings["seed"]) + int(indices[0])
+        samples: dict[str, Tensor] = {}
+        for condition in self.conditions:
+            images = self.generate(condition, captions, seed)
+            samples[condition.name] = images
+            self._update_sweep(condition.name, images, captions)
+            self._keep_for_grid(condition.name, images, indices)
+        self._keep_for_grid("real", torch.as_tensor(batch["base"]), indices)
+        if len(self.psnr):
+            self._cascade(batch, captions, indices, samples, seed)
+        if len(self.band_error):
+            self._inpainting(batch, captions, indices, seed)
+        self.features.forget()
+        self._progress(len(captions))
+
+    def _progress(self, count: int) -> None:
+        """One line per batch (Ray workers print plain lines; no terminal for a bar)."""
+        self._done += count
+        total = -(-int(self.settings["num_samples"]) // max(1, self.trainer.world_size))
+        elapsed = time.monotonic() - self._started
+        print(
+            f"[evaluate] rank {self.global_rank}: {self._done}/{total} captions, "
+            f"{len(self.conditions)} conditions each, {elapsed:.0f} s",
+            flush=True,
+        )
+
+    def _update_sweep(self, name: str, images: Tensor, captions: list[str]) -> None:
+        device_images = nchw(images).to(self.device)
+        self.fid[name].update(device_images, real=False)
+        self.kid[name].update(device_images, real=False)
+        self.clip_score[name].update(to_unit(images).to(self.device), captions)
+
+    def _keep_for_grid(self, name: str, images: Tensor, indices: Tensor) -> None:
+        """The first ``grid_images`` evaluation captions' images of each condition."""
+        wanted = indices < int(self.settings["grid_images"])
+        if bool(wanted.any()):
+            chosen = images[wanted.to(images.device)].cpu().numpy()
+            previous = self.grids.get(name)
+            self.grids[name] = chosen if previous is None else np.concatenate([previous, chosen])
+
+    def _cascade(
+        self,
+        batch: dict[str, Any],
+        captions: list[str],
+        indices: Tensor,
+        samples: dict[str, Tensor],
+        seed: int,
+    ) -> None:
+        """Cascade FID at the high resolution; the upsampler against bicubic on real inputs."""
+        from pipeline.evaluation.upsampling import bicubic_upsample, psnr
+        from pipeline.sampling.upsample import sample_upsample
+
+        rows = indices < int(self.settings["cascade_samples"])
+        if not bool(rows.any()):
+            return
+        keep = [c for c, r in zip(captions, rows.tolist(), strict=True) if r]
+        upsampler = self.sampling_models["upsampler"]
+        settings = {
+            "steps": str(self.settings["upsample_steps"]),
+            "temperature": float(self.settings["upsample_temperature"]),
+            "diffusion_steps": upsampler.diffusion_steps,
+            "noise_schedule": upsampler.noise_schedule,
+            "seed": seed,
+            "device": self.device,
+        }
+        cascade_name = Condition("cfg", float(self.settings["cascade_guidance"])).name
+        low = samples.get(cascade_name)
+        if low is None:
+            low = self.generate(
+                Condition("cfg", float(self.settings["cascade_guidance"])), keep, seed
+            )
+        else:
+            low = low[rows]
+        cascade = sample_upsample(upsampler.model, upsampler.tokenizer, keep, low, **settings)
+        self.cascade_fid["cascade"].update(nchw(cascade.cpu()).to(self.device), real=False)
+        self._keep_for_grid("cascade", cascade.cpu(), indices[rows])
+
+        real_low = torch.as_tensor(batch["base"])[rows]
+        real_high = torch.as_tensor(batch["hires"])[rows].numpy()
+        upsampled = sample_upsample(
+            upsampler.model, upsampler.tokenizer, keep, real_low, **settings
+        ).cpu()
+        bicubic = torch.from_numpy(bicubic_upsample(real_low.numpy(), real_high.shape[1]))
+        for name, images in (("upsampler", upsampled), ("bicubic", bicubic)):
+            self.cascade_fid[name].update(nchw(images).to(self.device), real=False)
+            values = torch.as_tensor(psnr(images.numpy(), real_high), dtype=torch.float32)
+            self.psnr[name].update(values.to(self.device))
+
+    def _inpainting(
+        self, batch: dict[str, Any], captions: list[str], indices: Tensor, seed: int
+    ) -> None:
+        """The fine-tuned inpainter against the replacement-only baseline (the CFG model)."""
+        from pipeline.evaluation.inpainting import compare_inpainting
+
+        rows = indices < int(self.settings["inpaint_samples"])
+        if not bool(rows.any()):
+            return
+        base_images = torch.as_tensor(batch["base"])
+        examples = [
+            {"base": base_images[i], "caption": captions[i]}
+            for i in range(len(captions))
+            if bool(rows[i])
+        ]
+        models = {
+            "finetuned": self.sampling_models["inpaint"],
+            "replace": self.sampling_models["cfg"],
+        }
+        compared = compare_inpainting(
+            {
+                k: (
+                    m.model,
+                    {"diffusion_steps": m.diffusion_steps, "noise_schedule": m.noise_schedule},
+                )
+                for k, m in models.items()
+            },
+            self.sampling_models["cfg"].tokenizer,
+            examples,
+            guidance_scale=float(self.settings["inpaint_guidance"]),
+            steps=str(self.settings["sample_steps"]),
+            band_width=int(self.settings["inpaint_band_width"]),
+            seed=seed,
+        )
+        truth = nchw(torch.as_tensor(compared["ground_truth"]["region_crops"])).to(self.device)
+        for name in models:
+            result = compared[name]
+            self.band_error[name].update(
+                torch.tensor(float(result["band_error"]), device=self.device),
+                weight=len(examples),
+            )
+            crops = nchw(torch.as_tensor(result["region_crops"])).to(self.device)
+            self.region_fid[name].update(truth, real=True)
+            self.region_fid[name].update(crops, real=False)
+            self._keep_for_grid(
+                f"inpaint_{name}", torch.as_tensor(result["edited"]).cpu(), indices[rows]
+            )
+
+    # ------------------------------------------------------------------ results
+    def on_test_epoch_end(self) -> None:
+        """Compute every figure (all workers take part in the reduction)."""
+        clip_name = self.eval_clip.metric_name
+        sweeps = []
+        for condition in self.conditions:
+            fid, kid = self.fid[condition.name], self.kid[condition.name]
+            kid_mean, kid_std = kid.compute()
+            sweeps.append(
+                {
+                    "guidance": condition.kind,
+                    "scale": condition.scale,
+                    "fid": float(fid.compute()),
+                    "kid": float(kid_mean),
+                    "kid_std": float(kid_std),
+                    clip_name: float(self.clip_score[condition.name].compute()),
+                    **sample_counts(fid),
+                }
+            )
+        results: dict[str, Any] = {"clip_metric": clip_name, "sweeps": sweeps}
+        if len(self.psnr):
+            cascade = {f"fid_{k}": float(m.compute()) for k, m in self.cascade_fid.items()}
+            cascade.update({f"psnr_{k}": float(m.compute()) for k, m in self.psnr.items()})
+            cascade.update(sample_counts(self.cascade_fid["cascade"]))
+            results["cascade"] = cascade
+        if len(self.band_error):
+            inpainting = {f"band_error_{k}": float(m.compute()) for k, m in self.band_error.items()}
+            inpainting.update(
+                {f"fid_region_{k}": float(m.compute()) for k, m in self.region_fid.items()}
+            )
+            inpainting.update(sample_counts(self.region_fid["finetuned"]))
+            results["inpainting"] = inpainting
+        self.results = results

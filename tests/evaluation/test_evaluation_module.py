@@ -1,0 +1,187 @@
+"""The evaluation module on tiny model files: one figure set per sweep condition with its sample
+counts, the cascade and inpainting parts, determinism; and the report's claims."""
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+from pipeline.evaluation.module import GlideEvaluationModule
+from pipeline.evaluation.reference_stats import reference_features_of_images
+from pipeline.evaluation.report import check_claims, markdown_report
+from pipeline.evaluation.stage import flat_metrics
+from pipeline.models.clip_file import load_noised_clip
+from pipeline.models.eval_clip import load_eval_clip
+from pipeline.sampling.loading import load_sampling_model
+from pipeline.text import get_tokenizer
+from tests.evaluation.helpers import smooth_images
+from tests.sampling.conftest import write_model_file
+from tests.sampling.test_cascade import write_upsampler_file
+from tests.sampling.test_clip_guided import write_clip
+
+CAPTIONS = ["a red circle", "a blue square", "a green star", "a white cross"] * 2
+SETTINGS = dict(
+    num_samples=8,
+    batch_size=4,
+    guidance_scales=[1.0, 3.0],
+    clip_guidance_scales=[2.0],
+    sample_steps="ddim3",
+    cascade_guidance=3.0,
+    cascade_samples=4,
+    upsample_steps="ddim2",
+    upsample_temperature=0.997,
+    inpaint_samples=2,
+    inpaint_guidance=5.0,
+    inpaint_band_width=2,
+    kid_subset_size=4,
+    kid_subsets=5,
+    seed=3,
+    grid_images=2,
+)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory, inception64):
+    clip_tokenizer = get_tokenizer("clip")
+    folder = tmp_path_factory.mktemp("eval")
+    models = {
+        "cfg": load_sampling_model(write_model_file(folder / "cfg.pt", clip_tokenizer)),
+        "inpaint": load_sampling_model(
+            write_model_file(folder / "inpaint.pt", clip_tokenizer, inpaint=True), expect="inpaint"
+        ),
+        "upsampler": load_sampling_model(
+            write_upsampler_file(folder / "up.pt", clip_tokenizer), expect="upsample"
+        ),
+    }
+    noised, _ = load_noised_clip(write_clip(folder / "noised_clip.pt"))
+    eval_clip = load_eval_clip(write_clip(folder / "eval_clip.pt", noised=False))
+    base = smooth_images(8, seed=0, size=16)
+    hires = torch.nn.functional.interpolate(base.float(), size=(32, 32), mode="bilinear")
+    hires = hires.round().clamp(0, 255).to(torch.uint8)
+    reference = {
+        "base": reference_features_of_images(base, inception64, folder / "cache"),
+        "hires": reference_features_of_images(hires, inception64, folder / "cache"),
+    }
+    batches = [
+        {
+            "caption": CAPTIONS[start : start + 4],
+            "index": torch.arange(start, start + 4),
+            "base": base[start : start + 4].permute(0, 2, 3, 1).contiguous(),
+            "hires": hires[start : start + 4].permute(0, 2, 3, 1).contiguous(),
+        }
+        for start in (0, 4)
+    ]
+    return models, noised, eval_clip, reference, batches, inception64
+
+
+class Batches:
+    """One test dataloader (Lightning reads a plain list as several)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def evaluate(parts, **overrides):
+    models, noised, eval_clip, reference, batches, inception = parts
+    torch.set_num_threads(1)
+    module = GlideEvaluationModule(
+        {**SETTINGS, **overrides}, models, eval_clip, reference, noised, inception=inception
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+    )
+    trainer.test(module, dataloaders=Batches(batches), verbose=False)
+    return module
+
+
+def test_every_condition_gets_fid_kid_and_clip_score_with_sample_counts(parts):
+    module = evaluate(parts)
+    results = module.results
+    assert results["clip_metric"] == "clip_score_proxy"
+    conditions = [(r["guidance"], r["scale"]) for r in results["sweeps"]]
+    assert conditions == [("cfg", 1.0), ("cfg", 3.0), ("clip", 2.0)]
+    for row in results["sweeps"]:
+        assert row["num_fake"] == 8 and row["num_real"] == 8
+        assert np.isfinite(row["fid"]) and row["fid"] > 0
+        assert np.isfinite(row["kid"]) and 0 <= row["clip_score_proxy"] <= 100
+    cascade = results["cascade"]
+    assert cascade["num_fake"] == 4 and cascade["num_real"] == 8
+    assert all(np.isfinite(cascade[k]) for k in ("psnr_upsampler", "psnr_bicubic", "fid_bicubic"))
+    inpainting = results["inpainting"]
+    assert inpainting["num_fake"] == 2
+    assert inpainting["band_error_finetuned"] >= 0 and inpainting["band_error_replace"] >= 0
+    # grids: the first grid_images captions of every condition, plus the real images
+    assert module.grids["real"].shape == (2, 16, 16, 3)
+    assert module.grids["cfg_3"].shape == (2, 16, 16, 3)
+    assert module.grids["cascade"].shape == (2, 32, 32, 3)
+    flat = flat_metrics(results)
+    assert "cfg_3/fid" in flat and "clip_2/clip_score_proxy" in flat and "cascade/psnr_bicubic" in flat
+
+
+def test_same_settings_give_the_same_figures_and_other_seed_other_samples(parts):
+    first = evaluate(parts, cascade_samples=0, inpaint_samples=0, clip_guidance_scales=[])
+    second = evaluate(parts, cascade_samples=0, inpaint_samples=0, clip_guidance_scales=[])
+    assert first.results == second.results
+    np.testing.assert_array_equal(first.grids["cfg_3"], second.grids["cfg_3"])
+    other = evaluate(parts, cascade_samples=0, inpaint_samples=0, clip_guidance_scales=[], seed=4)
+    assert not np.array_equal(first.grids["cfg_3"], other.grids["cfg_3"])
+
+
+def sweep_results(cfg_points, clip_points=(), **parts):
+    rows = [
+        {"guidance": kind, "scale": s, "fid": f, "kid": 0.01, "kid_std": 0.0, "clip_score": c,
+         "num_fake": 64, "num_real": 64}
+        for kind, points in (("cfg", cfg_points), ("clip", clip_points))
+        for s, f, c in points
+    ]  # fmt: skip
+    return {"clip_metric": "clip_score", "sweeps": rows, **parts}
+
+
+def test_claims_follow_the_numbers():
+    glide_like = sweep_results(
+        [(1.0, 30.0, 20.0), (2.0, 20.0, 24.0), (3.0, 25.0, 27.0), (5.0, 40.0, 29.0)],
+        [(1.0, 45.0, 22.0), (4.0, 50.0, 26.0)],
+        cascade={"psnr_upsampler": 25.0, "psnr_bicubic": 22.0, "fid_upsampler": 10.0,
+                 "fid_bicubic": 30.0, "num_fake": 64},
+        inpainting={"band_error_finetuned": 0.05, "band_error_replace": 0.09,
+                    "fid_region_finetuned": 12.0, "fid_region_replace": 20.0, "num_fake": 64},
+    )  # fmt: skip
+    verdicts = {c.key: c.verdict for c in check_claims(glide_like)}
+    assert set(verdicts.values()) == {"reproduced"}
+
+    monotone_fid = sweep_results([(1.0, 20.0, 20.0), (2.0, 25.0, 21.0), (3.0, 30.0, 19.0)])
+    verdicts = {c.key: c.verdict for c in check_claims(monotone_fid)}
+    assert verdicts["fid_u_shaped"] == "not reproduced"
+    assert verdicts["clip_score_rises"] == "not reproduced"
+    assert verdicts["cfg_beats_clip_guidance"] == "not measured"
+    assert verdicts["upsampler_beats_bicubic"] == "not measured"
+
+    clip_better = sweep_results(
+        [(1.0, 30.0, 20.0), (3.0, 40.0, 28.0)], [(2.0, 10.0, 24.0)]
+    )
+    verdicts = {c.key: c.verdict for c in check_claims(clip_better)}
+    assert verdicts["cfg_beats_clip_guidance"] == "not reproduced"
+
+
+def test_report_names_each_claim_with_its_numbers():
+    results = sweep_results(
+        [(1.0, 30.0, 20.0), (2.0, 20.0, 24.0), (3.0, 25.0, 27.0)], [(2.0, 45.0, 22.0)]
+    )
+    results["clip_metric"] = "clip_score_proxy"
+    for row in results["sweeps"]:
+        row["clip_score_proxy"] = row.pop("clip_score")
+    claims = check_claims(results)
+    text = markdown_report(results, claims, {"profile": "ci", "num_samples": 64})
+    for claim in claims:
+        assert claim.statement in text and claim.verdict in text
+    assert "s=2: 20.00" in text  # the FID at scale 2, as the U-shape claim's evidence
+    assert "not the standard CLIP score" in text
+    assert "| cfg | 3 | 25.00 |" in text
