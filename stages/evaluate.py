@@ -15,8 +15,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(list(sys.argv[1:] if argv is None else argv))
     with stage_run(cfg, "evaluate") as run:
         record = run_evaluation(cfg, run)
-    for claim in record["claims"].values():
-        print(f"{claim['verdict']:>15}: {claim['statement']}")
+    for claim, verdict in record["claims"].items():
+        print(f"{verdict:>15}: {claim}")
+    print(f"report: {cfg.evaluate.report}")
     return 0
 
 

@@ -17,9 +17,6 @@ class Claim:
     verdict: str  # reproduced | not reproduced | not measured
     evidence: str
 
-    def as_dict(self) -> dict[str, str]:
-        return {"statement": self.statement, "verdict": self.verdict, "evidence": self.evidence}
-
 
 def _rows(results: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return sorted(

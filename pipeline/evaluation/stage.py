@@ -155,7 +155,7 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
         "num_samples": int(ev.num_samples),
         "data": data,
         "models": sorted(k for k in paths if k != "reference"),
-        "claims": {c.key: c.as_dict() for c in claims},
+        "claims": {c.key: c.verdict for c in claims},  # statements and evidence: the report
         "mlflow_run_id": run.run_id if run else "",
     }
     atomic_write_text(ev.metrics, json.dumps(record, indent=2, sort_keys=True) + "\n")
