@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
@@ -146,3 +147,43 @@ def test_finetune_inpaint_widens_the_cfg_model_and_edits_images(ci_pipeline, tmp
         )
         edited = np.asarray(Image.open(tmp_path / name / "000_000.png"))
         assert np.array_equal(edited[mask == 255], image[mask == 255])
+
+
+def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(ci_pipeline):
+    root, log = ci_pipeline
+    for stage in ("train_upsampler", "train_noised_clip", "evaluate"):
+        assert f"Running stage '{stage}'" in log
+    record = json.loads((root / "metrics/eval.json").read_text())
+    # one entry per sweep point (ci: classifier-free 1 and 3, CLIP guidance 2), counts beside
+    assert [(r["guidance"], r["scale"]) for r in record["sweeps"]] == [
+        ("cfg", 1.0),
+        ("cfg", 3.0),
+        ("clip", 2.0),
+    ]
+    for row in record["sweeps"]:
+        assert row["num_fake"] == 8 and row["num_real"] == 8
+        assert row["fid"] > 0 and "clip_score_proxy" in row  # our own CLIP: named as a proxy
+    assert record["cascade"]["num_fake"] == 4 and record["inpainting"]["num_fake"] == 2
+    assert set(record["claims"]) == {
+        "clip_score_rises",
+        "fid_u_shaped",
+        "cfg_beats_clip_guidance",
+        "inpainter_beats_replacement",
+        "upsampler_beats_bicubic",
+    }
+    report = (root / "reports/eval.md").read_text()
+    assert "not the standard CLIP score" in report
+    for verdict in record["claims"].values():
+        assert verdict in report
+    rows = json.loads((root / "plots/guidance_sweep_cfg.json").read_text())
+    assert [r["scale"] for r in rows] == [1.0, 3.0]
+    plots = run([str(BIN / "dvc"), "plots", "show", "--json"], root)
+    assert "FID against CLIP score" in plots
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    eval_run = client.get_run(client.get_run(record["mlflow_run_id"]).info.run_id)
+    parent = client.get_run(eval_run.data.tags["mlflow.parentRunId"])
+    assert parent.data.metrics["cfg_3/fid"] == pytest.approx(record["sweeps"][1]["fid"])
+    assert "cascade/psnr_bicubic" in parent.data.metrics
+    logged = [a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")]
+    assert "evaluation/eval.md" in logged and "evaluation/eval_sweep.png" in logged
