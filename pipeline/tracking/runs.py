@@ -2,6 +2,10 @@
 
 Each stage is a separate process; they find their common parent run through the pipeline
 execution key (see :mod:`pipeline.tracking.pipeline_key`), stored as a tag on the parent.
+
+The parent run is where a reviewer compares pipeline executions, so it also carries the resolved
+config as params (logged by the first stage) and each stage's summary metrics (those named
+``<stage>/...``, copied when the stage finishes).
 """
 
 from __future__ import annotations
@@ -95,6 +99,37 @@ def _param_value(value: Any) -> str:
     return text if len(text) <= _PARAM_MAX_LEN else text[: _PARAM_MAX_LEN - 3] + "..."
 
 
+def _log_params_to_parent(
+    client: Any, parent_id: str, stage: str, params: Mapping[str, Any]
+) -> None:
+    """Log the params the parent run lacks (MLflow params cannot change once logged).
+
+    A stage whose config differs from what the parent already holds (a stage re-run with other
+    overrides under the same parent) is flagged by the tag ``glide.params_differ.<stage>``.
+    """
+    from mlflow.entities import Param
+
+    existing = client.get_run(parent_id).data.params
+    values = {k: _param_value(v) for k, v in params.items()}
+    missing = [Param(k, v) for k, v in values.items() if k not in existing]
+    for start in range(0, len(missing), _PARAM_BATCH):
+        client.log_batch(parent_id, params=missing[start : start + _PARAM_BATCH])
+    differ = sorted(k for k, v in values.items() if k in existing and existing[k] != v)
+    if differ:
+        client.set_tag(parent_id, f"glide.params_differ.{stage}", ",".join(differ)[:5000])
+
+
+def _copy_summary_metrics_to_parent(client: Any, run_id: str, parent_id: str, stage: str) -> None:
+    """Copy the stage's summary metrics (named ``<stage>/...``) to the parent run."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    latest = client.get_run(run_id).data.metrics
+    items = [Metric(k, v, now, 0) for k, v in latest.items() if k.startswith(f"{stage}/")]
+    for start in range(0, len(items), 1000):
+        client.log_batch(parent_id, metrics=items[start : start + 1000])
+
+
 class StageRun:
     """A stage's MLflow child run: log metrics, params, tags and artefacts to it."""
 
@@ -143,7 +178,8 @@ def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
     """Open the child run of ``stage`` under this pipeline execution's parent run.
 
     Logs the resolved config as params (and as ``config.yaml``) and tags the run with the stage,
-    the profile, the git commit and dirty flag. The run ends FINISHED, or FAILED on an
+    the profile, the git commit and dirty flag. The parent gets the params it lacks and, when
+    the stage succeeds, the stage's ``<stage>/...`` metrics. The run ends FINISHED, or FAILED on an
     exception (which propagates); the parent run's status follows its last stage.
     """
     uri = tracking_uri(cfg)
@@ -163,13 +199,16 @@ def stage_run(cfg: DictConfig, stage: str) -> Iterator[StageRun]:
     client.update_run(parent_id, status="RUNNING")
     client.set_tag(parent_id, f"glide.stage_run.{stage}", run.info.run_id)
     handle = StageRun(client, str(run.info.run_id), parent_id, uri)
-    handle.log_params(to_flat_dict(cfg))
+    params = to_flat_dict(cfg)
+    handle.log_params(params)
+    _log_params_to_parent(client, parent_id, stage, params)
     with tempfile.TemporaryDirectory() as tmp:
         save_config(cfg, Path(tmp) / "config.yaml")
         handle.log_artifact(Path(tmp) / "config.yaml")
     status = "FAILED"
     try:
         yield handle
+        _copy_summary_metrics_to_parent(client, handle.run_id, parent_id, stage)
         status = "FINISHED"
     finally:
         client.set_terminated(handle.run_id, status=status)
