@@ -10,9 +10,7 @@ from pipeline.diffusion.noise_aug import noise_augment, random_levels
 def test_levels_follow_the_forward_process():
     diffusion = create_diffusion(1000, "linear")
     low = torch.full((3, 3, 64, 64), 0.5)
-    out = noise_augment(
-        diffusion, low, torch.tensor([0, 1, 600]), torch.Generator().manual_seed(0)
-    )
+    out = noise_augment(diffusion, low, torch.tensor([0, 1, 600]), torch.Generator().manual_seed(0))
     assert torch.equal(out[0], low[0])  # level 0: unchanged
     for row, level in ((1, 1), (2, 600)):
         alpha_bar = float(diffusion.alphas_cumprod[level - 1])

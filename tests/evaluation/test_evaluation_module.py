@@ -123,7 +123,9 @@ def test_every_condition_gets_fid_kid_and_clip_score_with_sample_counts(parts):
     assert module.grids["cfg_3"].shape == (2, 16, 16, 3)
     assert module.grids["cascade"].shape == (2, 32, 32, 3)
     flat = flat_metrics(results)
-    assert "cfg_3/fid" in flat and "clip_2/clip_score_proxy" in flat and "cascade/psnr_bicubic" in flat
+    assert (
+        "cfg_3/fid" in flat and "clip_2/clip_score_proxy" in flat and "cascade/psnr_bicubic" in flat
+    )
 
 
 def test_same_settings_give_the_same_figures_and_other_seed_other_samples(parts):
@@ -164,9 +166,7 @@ def test_claims_follow_the_numbers():
     assert verdicts["cfg_beats_clip_guidance"] == "not measured"
     assert verdicts["upsampler_beats_bicubic"] == "not measured"
 
-    clip_better = sweep_results(
-        [(1.0, 30.0, 20.0), (3.0, 40.0, 28.0)], [(2.0, 10.0, 24.0)]
-    )
+    clip_better = sweep_results([(1.0, 30.0, 20.0), (3.0, 40.0, 28.0)], [(2.0, 10.0, 24.0)])
     verdicts = {c.key: c.verdict for c in check_claims(clip_better)}
     assert verdicts["cfg_beats_clip_guidance"] == "not reproduced"
 
