@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from pipeline.diffusion import create_diffusion
-from pipeline.io import atomic_output_path, atomic_write_text
+from pipeline.io import OutputWriteError, atomic_output_path, atomic_write_text
 from pipeline.models.clip_file import load_noised_clip
 from pipeline.models.model_file import ModelFileError
 from pipeline.sampling.cascade import sample_cascade
@@ -354,7 +354,10 @@ def write_outputs(
 ) -> list[Path]:
     """Each image as PNG, the captioned grid and samples.json, all written atomically."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot write the output folder {out}: {err.strerror or err}") from err
     files, captions, records = [], [], []
     base_images = info.get("base_images")
     for index, image in enumerate(images.numpy()):
@@ -416,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         images, info = generate(args, device)
         written = write_outputs(images, args, info)
-    except (UsageError, ModelFileError) as err:
+    except (UsageError, ModelFileError, OutputWriteError) as err:
         parser.exit(2, f"glide-sample: error: {err}\n")
     print(f"wrote {len(written) - 1} images and {written[-1]}", file=sys.stderr)
     return 0

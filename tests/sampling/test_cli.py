@@ -150,3 +150,14 @@ def test_edit_errors(tiny_inpaint_file, tiny_model_file, tmp_path, capsys):
     expect_error(capsys, [*base, "--image", str(tmp_path / "in.png")], "both --image and --mask")
     text2im = ["--model", str(tiny_model_file), "--prompt", "x", "--out", str(tmp_path / "o")]
     expect_error(capsys, [*text2im, *edit], "holds a text2im model")
+
+
+def test_unwritable_output_folder_is_a_clear_error(tiny_model_file, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    argv = ["--model", str(tiny_model_file), "--prompt", "a red circle", "--steps", "ddim2"]
+    expect_error(
+        capsys,
+        [*argv, "--out", str(tmp_path / "taken" / "out")],
+        "cannot write the output folder",
+        "Not a directory",
+    )
