@@ -17,21 +17,7 @@ from pipeline.sampling.clip_guided import clip_guidance_cond_fn, sample_clip_gui
 from pipeline.sampling.loading import load_sampling_model
 from pipeline.sampling.text_to_image import sample_text_to_image
 from pipeline.text.clip_tokens import clip_text_tokens, clip_vocab_size
-
-TINY_CLIP = dict(
-    image_size=16,
-    patch_size=4,
-    width=32,
-    layers=1,
-    heads=2,
-    embed_dim=16,
-    text_ctx=12,
-    text_width=32,
-    text_layers=1,
-    text_heads=2,
-    diffusion_steps=1000,
-)
-DIFFUSION = {"diffusion_steps": 1000, "noise_schedule": "squaredcos_cap_v2"}
+from tests.models.test_noised_clip import DIFFUSION, TINY_CLIP
 
 
 @pytest.fixture(autouse=True)

@@ -17,21 +17,10 @@ from pipeline.training.contrastive import (
     retrieval_accuracy,
     same_caption,
 )
+from tests.models.test_noised_clip import DIFFUSION
+from tests.models.test_noised_clip import TINY_CLIP as TINY_CLIP_12
 
-TINY_CLIP = dict(
-    image_size=16,
-    patch_size=4,
-    width=32,
-    layers=1,
-    heads=2,
-    embed_dim=16,
-    text_ctx=16,
-    text_width=32,
-    text_layers=1,
-    text_heads=2,
-    diffusion_steps=1000,
-)
-DIFFUSION = {"diffusion_steps": 1000, "noise_schedule": "squaredcos_cap_v2"}
+TINY_CLIP = {**TINY_CLIP_12, "text_ctx": 16}
 STEPS = 40
 
 
