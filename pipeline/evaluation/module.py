@@ -23,7 +23,13 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from pipeline.evaluation.clip_score import ClipScore
-from pipeline.evaluation.fid_kid import add_reference, fid_metric, kid_metric, sample_counts
+from pipeline.evaluation.fid_kid import (
+    FeaturePassthrough,
+    add_reference,
+    fid_metric,
+    kid_metric,
+    sample_counts,
+)
 from pipeline.evaluation.inception_weights import load_fid_inception
 from pipeline.evaluation.reference_stats import ReferenceFeatures
 
@@ -46,29 +52,6 @@ def sweep_conditions(settings: dict[str, Any], with_clip: bool) -> list[Conditio
     if with_clip:
         conditions += [Condition("clip", float(s)) for s in settings["clip_guidance_scales"]]
     return conditions
-
-
-class FeatureMemo(nn.Module):
-    """The FID Inception network, run once per image batch although FID and KID both ask for
-    the features of the same tensor (torchmetrics hands the same object to each)."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-        self.num_features = getattr(network, "num_features", 2048)
-        self.weights_sha256 = getattr(network, "weights_sha256", "")
-        self.resize = getattr(network, "resize", "")
-        self._last: tuple[Tensor, Tensor] | None = None
-
-    def forward(self, images: Tensor) -> Tensor:
-        if self._last is not None and self._last[0] is images:
-            return self._last[1]
-        features = self.network(images)
-        self._last = (images, features)
-        return features
-
-    def forget(self) -> None:
-        self._last = None
 
 
 def nchw(images: Tensor) -> Tensor:
@@ -110,13 +93,18 @@ class GlideEvaluationModule(pl.LightningModule):
         self.reference = reference
         self.conditions = sweep_conditions(self.settings, noised_clip is not None)
         network = inception or load_fid_inception(self.settings.get("inception_weights") or None)
-        self.features = FeatureMemo(network.eval())
+        self.inception = network.eval()  # run once per image batch; the metrics take features
+        width = int(network.num_features)
         n = int(self.settings["num_samples"])
         kid_size = min(int(self.settings["kid_subset_size"]), n)
-        self.fid = nn.ModuleDict({c.name: fid_metric(self.features) for c in self.conditions})
+        self.fid = nn.ModuleDict(
+            {c.name: fid_metric(FeaturePassthrough(width)) for c in self.conditions}
+        )
         self.kid = nn.ModuleDict(
             {
-                c.name: kid_metric(self.features, kid_size, int(self.settings["kid_subsets"]))
+                c.name: kid_metric(
+                    FeaturePassthrough(width), kid_size, int(self.settings["kid_subsets"])
+                )
                 for c in self.conditions
             }
         )
@@ -125,14 +113,16 @@ class GlideEvaluationModule(pl.LightningModule):
         self.psnr = nn.ModuleDict()
         if "upsampler" in models and int(self.settings["cascade_samples"]):
             names = ("cascade", "upsampler", "bicubic")
-            self.cascade_fid = nn.ModuleDict({k: fid_metric(self.features) for k in names})
+            self.cascade_fid = nn.ModuleDict(
+                {k: fid_metric(FeaturePassthrough(width)) for k in names}
+            )
             self.psnr = nn.ModuleDict({k: MeanMetric() for k in ("upsampler", "bicubic")})
         self.band_error = nn.ModuleDict()
         self.region_fid = nn.ModuleDict()
         if "inpaint" in models and int(self.settings["inpaint_samples"]):
             self.band_error = nn.ModuleDict({k: MeanMetric() for k in ("finetuned", "replace")})
             self.region_fid = nn.ModuleDict(
-                {k: fid_metric(self.features) for k in ("finetuned", "replace")}
+                {k: fid_metric(FeaturePassthrough(width)) for k in ("finetuned", "replace")}
             )
         self.grids: dict[str, np.ndarray] = {}
         self.results: dict[str, Any] = {}
@@ -200,7 +190,6 @@ class GlideEvaluationModule(pl.LightningModule):
             self._cascade(batch, captions, indices, samples, seed)
         if len(self.band_error):
             self._inpainting(batch, captions, indices, seed)
-        self.features.forget()
         self._progress(len(captions))
 
     def _progress(self, count: int) -> None:
@@ -215,10 +204,15 @@ class GlideEvaluationModule(pl.LightningModule):
         )
 
     def _update_sweep(self, name: str, images: Tensor, captions: list[str]) -> None:
-        device_images = nchw(images).to(self.device)
-        self.fid[name].update(device_images, real=False)
-        self.kid[name].update(device_images, real=False)
+        features = self.features_of(images)
+        self.fid[name].update(features, real=False)
+        self.kid[name].update(features, real=False)
         self.clip_score[name].update(to_unit(images).to(self.device), captions)
+
+    def features_of(self, images: Tensor) -> Tensor:
+        """Inception features [B, D] of uint8 [B, H, W, 3] images, computed once for FID and
+        KID alike."""
+        return self.inception(nchw(images).to(self.device))
 
     def _keep_for_grid(self, name: str, images: Tensor, indices: Tensor) -> None:
         """The first ``grid_images`` evaluation captions' images of each condition."""
@@ -262,7 +256,7 @@ class GlideEvaluationModule(pl.LightningModule):
         else:
             low = low[rows]
         cascade = sample_upsample(upsampler.model, upsampler.tokenizer, keep, low, **settings)
-        self.cascade_fid["cascade"].update(nchw(cascade.cpu()).to(self.device), real=False)
+        self.cascade_fid["cascade"].update(self.features_of(cascade.cpu()), real=False)
         self._keep_for_grid("cascade", cascade.cpu(), indices[rows])
 
         real_low = torch.as_tensor(batch["base"])[rows]
@@ -272,7 +266,7 @@ class GlideEvaluationModule(pl.LightningModule):
         ).cpu()
         bicubic = torch.from_numpy(bicubic_upsample(real_low.numpy(), real_high.shape[1]))
         for name, images in (("upsampler", upsampled), ("bicubic", bicubic)):
-            self.cascade_fid[name].update(nchw(images).to(self.device), real=False)
+            self.cascade_fid[name].update(self.features_of(images), real=False)
             values = torch.as_tensor(psnr(images.numpy(), real_high), dtype=torch.float32)
             self.psnr[name].update(values.to(self.device))
 
@@ -310,16 +304,16 @@ class GlideEvaluationModule(pl.LightningModule):
             band_width=int(self.settings["inpaint_band_width"]),
             seed=seed,
         )
-        truth = nchw(torch.as_tensor(compared["ground_truth"]["region_crops"])).to(self.device)
+        truth = self.features_of(torch.as_tensor(compared["ground_truth"]["region_crops"]))
         for name in models:
             result = compared[name]
             self.band_error[name].update(
                 torch.tensor(float(result["band_error"]), device=self.device),
                 weight=len(examples),
             )
-            crops = nchw(torch.as_tensor(result["region_crops"])).to(self.device)
+            crops = torch.as_tensor(result["region_crops"])
             self.region_fid[name].update(truth, real=True)
-            self.region_fid[name].update(crops, real=False)
+            self.region_fid[name].update(self.features_of(crops), real=False)
             self._keep_for_grid(
                 f"inpaint_{name}", torch.as_tensor(result["edited"]).cpu(), indices[rows]
             )
