@@ -122,6 +122,7 @@ class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 32
     lr: float = 1e-4
+    text_lr_scale: float = 1.0  # the text encoder's lr is lr * this (1 = GLIDE: one rate)
     weight_decay: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 100

@@ -32,6 +32,7 @@ from pipeline.evaluation.fid_kid import (
 )
 from pipeline.evaluation.inception_weights import load_fid_inception
 from pipeline.evaluation.reference_stats import ReferenceFeatures
+from pipeline.evaluation.scene_readout import CaptionFollowing
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,15 @@ class GlideEvaluationModule(pl.LightningModule):
             }
         )
         self.clip_score = nn.ModuleDict({c.name: ClipScore(eval_clip) for c in self.conditions})
+        readout = self.settings.get("scene_readout")  # the embedded scenes' colours and shapes
+        self.following = nn.ModuleDict(
+            {
+                c.name: CaptionFollowing(readout["colours"], readout["shapes"])
+                for c in self.conditions
+            }
+            if readout
+            else {}
+        )
         self.cascade_fid = nn.ModuleDict()
         self.psnr = nn.ModuleDict()
         if "upsampler" in models and int(self.settings["cascade_samples"]):
@@ -208,6 +218,8 @@ class GlideEvaluationModule(pl.LightningModule):
         self.fid[name].update(features, real=False)
         self.kid[name].update(features, real=False)
         self.clip_score[name].update(to_unit(images).to(self.device), captions)
+        if name in self.following:
+            self.following[name].update(images, captions)
 
     def features_of(self, images: Tensor) -> Tensor:
         """Inception features [B, D] of uint8 [B, H, W, 3] images, computed once for FID and
@@ -335,6 +347,11 @@ class GlideEvaluationModule(pl.LightningModule):
                     "kid_std": float(kid_std),
                     clip_name: float(self.clip_score[condition.name].compute()),
                     **sample_counts(fid),
+                    **(
+                        self.following[condition.name].compute()
+                        if condition.name in self.following
+                        else {}
+                    ),
                 }
             )
         results: dict[str, Any] = {"clip_metric": clip_name, "sweeps": sweeps}

@@ -173,6 +173,23 @@ def markdown_report(results: dict[str, Any], claims: list[Claim], context: dict[
             f"{row['kid']:.4f} ± {row['kid_std']:.4f} | {row[clip]:.2f} | {row['num_fake']} | "
             f"{row['num_real']} |"
         )
+    readout = [r for r in results["sweeps"] if "colour_accuracy" in r]
+    if readout:
+        lines += [
+            "",
+            "## Caption following (embedded scenes)",
+            "",
+            "The object's colour and shape read from each sample (pipeline/evaluation/"
+            "scene_readout.py) against the caption's.",
+            "",
+            "| guidance | scale | colour right | shape right | both right | captions scored |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['guidance']} | {r['scale']:g} | {r['colour_accuracy']:.0%} | "
+            f"{r['shape_accuracy']:.0%} | {r['both_accuracy']:.0%} | {r['readout_scored']:.0f} |"
+            for r in readout
+        ]
     for part, title in (("cascade", "Cascade and upsampler"), ("inpainting", "Inpainting")):
         if results.get(part):
             lines += ["", f"## {title}", "", "| figure | value |", "|---|---|"]

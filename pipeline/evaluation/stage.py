@@ -14,13 +14,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.io import atomic_output_path, atomic_write_text
 
+READOUT_KEYS = ("colour_accuracy", "shape_accuracy", "both_accuracy")
 PLOT_FILES = {"cfg": "guidance_sweep_cfg.json", "clip": "guidance_sweep_clip.json"}
 
 
-def evaluation_examples(cfg: DictConfig) -> tuple[list[dict[str, Any]], str]:
+def evaluation_examples(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, str]:
     """The evaluation set: the first ``evaluate.num_samples`` samples of ``evaluate.split``, at
-    both resolutions, and where they come from. Fewer samples than configured is an error: sample
-    counts are fixed per profile, so figures stay comparable."""
+    both resolutions, where they come from, and the shards' source ("synthetic", "folder", ...).
+    Fewer samples than configured is an error: sample counts are fixed per profile, so figures
+    stay comparable."""
     from pipeline.data import read_manifest
     from pipeline.data.examples import held_out_examples
 
@@ -39,7 +41,16 @@ def evaluation_examples(cfg: DictConfig) -> tuple[list[dict[str, Any]], str]:
             f"evaluate.num_samples is {ev.num_samples} but split {ev.split!r} of {shard_dir} has "
             f"only {len(examples)} samples: lower evaluate.num_samples or shard more data"
         )
-    return examples, f"{shard_dir}/{ev.split}"
+    return examples, f"{shard_dir}/{ev.split}", str(manifest.get("source", ""))
+
+
+def scene_readout_palette(cfg: DictConfig, source: str) -> dict[str, list[str]] | None:
+    """The colours and shapes the captions can name, when the evaluation data are the embedded
+    synthetic scenes (their samples' caption following is read out directly); else None."""
+    if source != "synthetic":
+        return None
+    synthetic = cfg.shard.synthetic
+    return {"colours": list(synthetic.colours), "shapes": list(synthetic.shapes)}
 
 
 def reference_features(cfg: DictConfig, examples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,8 +98,9 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for row in results["sweeps"]:
         name = f"{row['guidance']}_{row['scale']:g}"
-        for key in ("fid", "kid", clip):
-            out[f"{name}/{key}"] = float(row[key])
+        for key in ("fid", "kid", clip, *READOUT_KEYS):
+            if key in row:
+                out[f"{name}/{key}"] = float(row[key])
     for part in ("cascade", "inpainting"):
         for key, value in results.get(part, {}).items():
             out[f"{part}/{key}"] = float(value)
@@ -139,10 +151,11 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
     from pipeline.evaluation.stage_models import existing_model_paths, save_reference
 
     ev = cfg.evaluate
-    examples, data = evaluation_examples(cfg)
+    examples, data, source = evaluation_examples(cfg)
     references = reference_features(cfg, examples)
     paths = existing_model_paths(model_paths(cfg))
     settings = OmegaConf.to_container(ev, resolve=True)
+    settings["scene_readout"] = scene_readout_palette(cfg, source)
     init_ray(cfg.ray)
     with tempfile.TemporaryDirectory(prefix="glide-eval-") as tmp:
         reference_file = Path(tmp) / "reference.pt"

@@ -123,6 +123,20 @@ class Text2ImUNet(UNetModel):
             )
         self.set_checkpointing(use_checkpoint)
 
+    TEXT_ENCODER_PREFIXES = (
+        "token_embedding.",
+        "positional_embedding",
+        "padding_embedding",
+        "transformer.",
+        "final_ln.",
+        "transformer_proj.",
+    )
+
+    def text_encoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters `encode_text` uses (embeddings, transformer, final LayerNorm, the
+        projection into the timestep embedding); empty without a text transformer."""
+        return [p for n, p in self.named_parameters() if n.startswith(self.TEXT_ENCODER_PREFIXES)]
+
     def encode_text(
         self, tokens: torch.Tensor, mask: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:

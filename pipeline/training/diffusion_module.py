@@ -43,6 +43,24 @@ def drop_captions(tokens: Tensor, mask: Tensor, drop: Tensor) -> tuple[Tensor, T
     return tokens, mask
 
 
+def text_lr_groups(model: torch.nn.Module, lr: float, text_lr_scale: float) -> list[dict]:
+    """AdamW parameter groups: the text encoder at ``lr * text_lr_scale``, the rest at ``lr``.
+
+    A small model trained with a high learning rate on small batches can collapse its text
+    encoder early: before the UNet can use the caption, caption-dependent conditioning is noise
+    to it, and the fast-moving encoder learns to emit nearly the same vector for every caption
+    (measured on mini: the spread of xf_out across captions fell from 0.24 to 0.005 in 100
+    steps at lr 1e-3, and stayed near 0.1 at 1e-4). A lower rate for the encoder keeps the
+    caption information alive until the UNet learns to read it.
+    """
+    text = list(getattr(model, "text_encoder_parameters", list)())
+    if text_lr_scale == 1.0 or not text:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    chosen = {id(p) for p in text}
+    rest = [p for p in model.parameters() if id(p) not in chosen]
+    return [{"params": rest, "lr": lr}, {"params": text, "lr": lr * text_lr_scale}]
+
+
 class GlideDiffusionModule(pl.LightningModule):
     """Trains a GLIDE UNet with the hybrid loss; keeps an EMA of its weights.
 
@@ -166,7 +184,7 @@ class GlideDiffusionModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.train_cfg
         optimizer, scheduler = build_optimizer(
-            self.model.parameters(),
+            text_lr_groups(self.model, float(cfg["lr"]), float(cfg.get("text_lr_scale", 1.0))),
             lr=float(cfg["lr"]),
             weight_decay=float(cfg["weight_decay"]),
             betas=(float(cfg["adam_betas"][0]), float(cfg["adam_betas"][1])),

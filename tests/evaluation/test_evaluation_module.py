@@ -37,6 +37,7 @@ SETTINGS = dict(
     kid_subsets=5,
     seed=3,
     grid_images=2,
+    scene_readout={"colours": ["red", "blue", "green", "white"], "shapes": ["circle", "star"]},
 )
 
 
@@ -112,6 +113,9 @@ def test_every_condition_gets_fid_kid_and_clip_score_with_sample_counts(parts):
         assert row["num_fake"] == 8 and row["num_real"] == 8
         assert np.isfinite(row["fid"]) and row["fid"] > 0
         assert np.isfinite(row["kid"]) and 0 <= row["clip_score_proxy"] <= 100
+        # caption following read out on the captions that name a known colour and shape
+        assert row["readout_scored"] == 4  # "a red circle", "a green star", twice each
+        assert 0 <= row["both_accuracy"] <= row["colour_accuracy"] <= 1
     cascade = results["cascade"]
     assert cascade["num_fake"] == 4 and cascade["num_real"] == 8
     assert all(np.isfinite(cascade[k]) for k in ("psnr_upsampler", "psnr_bicubic", "fid_bicubic"))
@@ -126,6 +130,7 @@ def test_every_condition_gets_fid_kid_and_clip_score_with_sample_counts(parts):
     assert (
         "cfg_3/fid" in flat and "clip_2/clip_score_proxy" in flat and "cascade/psnr_bicubic" in flat
     )
+    assert "cfg_3/colour_accuracy" in flat and "cfg_3/shape_accuracy" in flat
 
 
 def test_same_settings_give_the_same_figures_and_other_seed_other_samples(parts):
@@ -185,3 +190,8 @@ def test_report_names_each_claim_with_its_numbers():
     assert "s=2: 20.00" in text  # the FID at scale 2, as the U-shape claim's evidence
     assert "not the standard CLIP score" in text
     assert "| cfg | 3 | 25.00 |" in text
+    assert "Caption following" not in text  # only with the embedded scenes' read-out
+    for row in results["sweeps"]:
+        row.update(colour_accuracy=0.75, shape_accuracy=0.5, both_accuracy=0.5, readout_scored=8)
+    text = markdown_report(results, claims, {"profile": "ci", "num_samples": 64})
+    assert "| cfg | 3 | 75% | 50% | 50% | 8 |" in text

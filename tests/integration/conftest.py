@@ -1,13 +1,13 @@
 """A throw-away copy of the repository with the ci profile, for end-to-end runs of DVC stages."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from tests.integration.repo_copy import copy_repo
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -23,7 +23,8 @@ def stage_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 600, **extra: str) -> str:
+def run(cmd: list[str], cwd: Path, timeout: int = 600, quiet: bool = False, **extra: str) -> str:
+    """Run ``cmd``; its stdout and stderr (stdout alone with ``quiet``, e.g. for JSON)."""
     done = subprocess.run(
         cmd, cwd=cwd, env=stage_env(**extra), capture_output=True, text=True, timeout=timeout
     )
@@ -31,31 +32,7 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600, **extra: str) -> str:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
         )
-    return done.stdout + done.stderr
-
-
-def copy_repo(dest: Path, profile: str = "ci") -> Path:
-    """Copy the tracked (and untracked, not ignored) files into a fresh git repo at ``dest``."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in listed:
-        source = REPO / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["profile"] = profile
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
-    return dest
+    return done.stdout if quiet else done.stdout + done.stderr
 
 
 @pytest.fixture(scope="session")

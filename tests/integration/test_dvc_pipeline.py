@@ -67,6 +67,22 @@ def test_exp_run_sets_any_parameter(ci_pipeline):
     assert params["shard"]["num_samples"] == 128
     shown = run([str(BIN / "dvc"), "exp", "show", "--no-pager", "--json"], root)
     assert "128" in shown
+    # a second experiment; metrics and plots diffs compare the two
+    run(
+        [str(BIN / "dvc"), "exp", "run", "-n", "e192", "shard", "-S", "shard.num_samples=192"], root
+    )
+    names = json.loads(run([str(BIN / "dvc"), "exp", "ls", "--json"], root))
+    first = next(e["name"] for exps in names.values() for e in exps if e["name"] != "e192")
+    diff = json.loads(
+        run([str(BIN / "dvc"), "metrics", "diff", first, "e192", "--json"], root, quiet=True)
+    )
+    assert diff["metrics/shard.json"]["inputs"] == {"old": 128, "new": 192, "diff": 64}
+    plots = json.loads(
+        run([str(BIN / "dvc"), "plots", "diff", first, "e192", "--json"], root, quiet=True)
+    )
+    assert not plots.get("errors"), plots.get("errors")
+    sweep = plots["data"]["FID against guidance scale"][0]["content"]["data"]["values"]
+    assert {row["rev"] for row in sweep} == {first, "e192"}
     # put the workspace back to the committed experiment for the other tests
     subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=root, check=True)
     run([str(BIN / "dvc"), "checkout", "--force"], root)

@@ -159,3 +159,35 @@ def test_inpainting_stage_starts_equal_to_the_cfg_model_and_trains(tiny_model_kw
     fit(module, scene_batch, steps=3)
     assert module.global_step == 3
     assert not torch.equal(module.training_masks(8, 16), first)  # new step, new masks
+
+
+def test_text_encoder_learns_at_its_own_rate(tiny_model_kwargs, scene_batch):
+    module = GlideDiffusionModule(
+        tiny_model_kwargs, DIFFUSION, train_settings(lr=1e-3, text_lr_scale=0.1), "clip-bpe-49408"
+    )
+    optimizer = module.configure_optimizers()["optimizer"]
+    rates = [group["lr"] for group in optimizer.param_groups]
+    assert rates == pytest.approx([1e-3, 1e-4])
+    text = {id(p) for p in optimizer.param_groups[1]["params"]}
+    names = {n for n, p in module.model.named_parameters() if id(p) in text}
+    assert "token_embedding.weight" in names and "transformer_proj.weight" in names
+    assert not any(n.startswith(("input_blocks", "out.", "time_embed")) for n in names)
+    grouped = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in module.model.parameters())  # each once
+
+    # Adam moves each weight by about its rate. Gradients pass the zero-initialised output
+    # layers one level a step, reaching the text encoder and the UNet's encoder_kv at step 3:
+    # after three steps the encoder's weights moved a tenth as far as encoder_kv's
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+    fit(module, scene_batch, 3)
+    moved = {
+        n: (p.detach() - before[n]).abs().max().item() for n, p in module.model.named_parameters()
+    }
+    ratio = (
+        moved["transformer.resblocks.0.mlp.c_fc.weight"]
+        / moved["output_blocks.1.1.encoder_kv.weight"]
+    )
+    assert ratio == pytest.approx(0.1, rel=0.1)
+
+    single = GlideDiffusionModule(tiny_model_kwargs, DIFFUSION, train_settings(), "clip-bpe-49408")
+    assert len(single.configure_optimizers()["optimizer"].param_groups) == 1
