@@ -74,10 +74,19 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.5, help="memory sampling period (s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary repository")
     parser.add_argument("--log", default="", help="also write dvc's output to this file")
+    parser.add_argument(
+        "--repo",
+        default="",
+        help="run `dvc repro` in this existing copy instead of a fresh one (e.g. to finish a "
+        "kept run: only the stages that are not up to date run and are timed)",
+    )
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix=f"glide-pipeline-{args.profile}-"))
-    root = copy_repo(work / "repo", args.profile)
+    if args.repo:
+        work, root = None, Path(args.repo).resolve()
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"glide-pipeline-{args.profile}-"))
+        root = copy_repo(work / "repo", args.profile)
     dvc = str(Path(sys.executable).parent / "dvc")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GLIDE_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -128,9 +137,9 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "repo": str(root) if args.keep else None,
+        "repo": str(root) if args.keep or args.repo else None,
     }
-    if not args.keep:
+    if work is not None and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
     sys.exit(returncode)

@@ -30,7 +30,7 @@ from pipeline.training.contrastive import (
     same_caption,
 )
 from pipeline.training.diffusion_module import NonFiniteLossError, images_to_model_range
-from pipeline.training.optim import build_optimizer
+from pipeline.training.optim import lightning_optimizers
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -121,24 +121,12 @@ class ClipModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW; like CLIP, no weight decay on gains, biases, embeddings and the logit scale."""
-        cfg = self.train_cfg
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
             matrix = param.ndim >= 2 and "embedding" not in name
             (decay if matrix else no_decay).append(param)
-        optimizer, scheduler = build_optimizer(
-            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=float(cfg["lr"]),
-            weight_decay=float(cfg["weight_decay"]),
-            betas=(float(cfg["adam_betas"][0]), float(cfg["adam_betas"][1])),
-            warmup_steps=int(cfg["warmup_steps"]),
-            max_steps=int(cfg["max_steps"]),
-            schedule=str(cfg["lr_schedule"]),
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return lightning_optimizers(groups, self.train_cfg)
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()

@@ -22,7 +22,7 @@ from pipeline.models import create_glide_model
 from pipeline.models.model_file import model_file_payload
 from pipeline.text import PAD_ID
 from pipeline.training.ema import EMA
-from pipeline.training.optim import build_optimizer
+from pipeline.training.optim import lightning_optimizers
 
 
 class NonFiniteLossError(RuntimeError):
@@ -183,19 +183,8 @@ class GlideDiffusionModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.train_cfg
-        optimizer, scheduler = build_optimizer(
-            text_lr_groups(self.model, float(cfg["lr"]), float(cfg.get("text_lr_scale", 1.0))),
-            lr=float(cfg["lr"]),
-            weight_decay=float(cfg["weight_decay"]),
-            betas=(float(cfg["adam_betas"][0]), float(cfg["adam_betas"][1])),
-            warmup_steps=int(cfg["warmup_steps"]),
-            max_steps=int(cfg["max_steps"]),
-            schedule=str(cfg["lr_schedule"]),
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        groups = text_lr_groups(self.model, float(cfg["lr"]), float(cfg.get("text_lr_scale", 1.0)))
+        return lightning_optimizers(groups, cfg)
 
     # ------------------------------------------------------------------ state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

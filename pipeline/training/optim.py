@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ def lr_multiplier(step: int, *, warmup_steps: int, max_steps: int, schedule: str
 
 
 def build_optimizer(
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[torch.nn.Parameter] | list[dict[str, Any]],
     *,
     lr: float,
     weight_decay: float,
@@ -41,3 +42,19 @@ def build_optimizer(
         )
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
+def lightning_optimizers(param_groups: list[dict[str, Any]], train: dict[str, Any]) -> dict:
+    """AdamW over ``param_groups`` with a stage's settings (``lr``, ``weight_decay``,
+    ``adam_betas``, ``warmup_steps``, ``max_steps``, ``lr_schedule``), in the form Lightning's
+    ``configure_optimizers`` returns: the scheduler steps with every optimizer step."""
+    optimizer, scheduler = build_optimizer(
+        param_groups,
+        lr=float(train["lr"]),
+        weight_decay=float(train["weight_decay"]),
+        betas=(float(train["adam_betas"][0]), float(train["adam_betas"][1])),
+        warmup_steps=int(train["warmup_steps"]),
+        max_steps=int(train["max_steps"]),
+        schedule=str(train["lr_schedule"]),
+    )
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
