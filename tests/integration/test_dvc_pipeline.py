@@ -60,37 +60,36 @@ def test_second_repro_is_a_no_op(ci_pipeline):
 
 def test_exp_run_sets_any_parameter(ci_pipeline):
     root, _ = ci_pipeline
-    run(
-        [str(BIN / "dvc"), "exp", "run", "-n", "e128", "shard", "-S", "shard.num_samples=128"], root
-    )
-    metrics = json.loads((root / "metrics/shard.json").read_text())
-    assert metrics["inputs"] == 128
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    assert params["shard"]["num_samples"] == 128
-    shown = run([str(BIN / "dvc"), "exp", "show", "--no-pager", "--json"], root)
-    assert "128" in shown
-    # a second experiment; metrics and plots diffs compare the two
-    run(
-        [str(BIN / "dvc"), "exp", "run", "-n", "e192", "shard", "-S", "shard.num_samples=192"], root
-    )
-    listed = run([str(BIN / "dvc"), "exp", "ls", "--name-only"], root, quiet=True).split()
-    assert {"e128", "e192"} <= set(listed)
-    first = "e128"
-    diff = json.loads(
-        run([str(BIN / "dvc"), "metrics", "diff", first, "e192", "--json"], root, quiet=True)
-    )
-    assert diff["metrics/shard.json"]["inputs"] == {"old": 128, "new": 192, "diff": 64}
-    plots = json.loads(
-        run([str(BIN / "dvc"), "plots", "diff", first, "e192", "--json"], root, quiet=True)
-    )
-    assert not plots.get("errors"), plots.get("errors")
-    assert set(plots["data"]["FID against guidance scale"][0]["revisions"]) == {first, "e192"}
-    grids = plots["data"]["samples/pretrain_base.png"]  # image plots: one entry per experiment
-    assert {rev for grid in grids for rev in grid["revisions"]} == {first, "e192"}
-    # put the workspace back to the committed experiment for the other tests
-    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=root, check=True)
-    run([str(BIN / "dvc"), "checkout", "--force"], root)
+    dvc = str(BIN / "dvc")
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid"]
+    # as a user does after `dvc repro`: commit dvc.lock and the small results (metrics, plots)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "pipeline results"], cwd=root, check=True)
+    try:
+        run([dvc, "exp", "run", "-n", "e128", "shard", "-S", "shard.num_samples=128"], root)
+        metrics = json.loads((root / "metrics/shard.json").read_text())
+        assert metrics["inputs"] == 128
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        assert params["shard"]["num_samples"] == 128
+        shown = run([dvc, "exp", "show", "--no-pager", "--json"], root)
+        assert "128" in shown
+        # a second experiment; metrics and plots diffs compare the two
+        run([dvc, "exp", "run", "-n", "e192", "shard", "-S", "shard.num_samples=192"], root)
+        listed = run([dvc, "exp", "ls", "--name-only"], root, quiet=True).split()
+        assert {"e128", "e192"} <= set(listed)
+        diff = json.loads(run([dvc, "metrics", "diff", "e128", "e192", "--json"], root, quiet=True))
+        assert diff["metrics/shard.json"]["inputs"] == {"old": 128, "new": 192, "diff": 64}
+        plots = json.loads(run([dvc, "plots", "diff", "e128", "e192", "--json"], root, quiet=True))
+        assert not plots.get("errors"), plots.get("errors")
+        revisions = plots["data"]["FID against guidance scale"][0]["revisions"]
+        assert set(revisions) == {"e128", "e192"}
+        grids = plots["data"]["samples/pretrain_base.png"]  # image plots: one per experiment
+        assert {rev for grid in grids for rev in grid["revisions"]} == {"e128", "e192"}
+    finally:  # put the workspace back to the pipeline's own results for the other tests
+        subprocess.run(["git", "checkout", "--", "."], cwd=root, check=True)
+        run([dvc, "checkout", "--force"], root)
     assert torch.load(root / "models/base.pt", weights_only=True)["step"] == 30
+    assert json.loads((root / "metrics/shard.json").read_text())["inputs"] == 256
 
 
 def test_finetune_cfg_starts_from_base_and_logs_both_losses(ci_pipeline):
