@@ -304,6 +304,8 @@ def _validate_training(train: DictConfig, stage: str) -> None:
     _require(train.max_steps > 0, f"{stage}.max_steps", "must be positive")
     _require(train.batch_size > 0, f"{stage}.batch_size", "must be positive")
     _require(train.lr > 0, f"{stage}.lr", "must be positive")
+    _require(train.p2_gamma >= 0, f"{stage}.p2_gamma", "must be >= 0 (0: unweighted, as GLIDE)")
+    _require(train.p2_k > 0, f"{stage}.p2_k", "must be positive")
     _require(train.data_buffer_mb > 0, f"{stage}.data_buffer_mb", "must be positive")
     _require(
         0.0 <= train.caption_drop_prob <= 1.0, f"{stage}.caption_drop_prob", "must be in [0, 1]"

@@ -123,6 +123,10 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-4
     text_lr_scale: float = 1.0  # the text encoder's lr is lr * this (1 = GLIDE: one rate)
+    # P2 weighting of the epsilon loss, 1 / (p2_k + SNR_t)^p2_gamma (Choi et al. 2022);
+    # 0 = GLIDE's unweighted loss. Short runs: > 0 learns the caption's colours much sooner.
+    p2_gamma: float = 0.0
+    p2_k: float = 1.0
     weight_decay: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 100

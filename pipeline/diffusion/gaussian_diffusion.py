@@ -249,6 +249,22 @@ class GaussianDiffusion:
         decoder_nll = mean_flat(decoder_nll) / math.log(2.0)
         return torch.where(t == 0, decoder_nll, kl)
 
+    def snr(self, t: Tensor) -> Tensor:
+        """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) at steps t: [B] float32."""
+        ratio = self.alphas_cumprod / self.one_minus_alphas_cumprod
+        return torch.as_tensor(ratio, dtype=torch.float32, device=t.device)[t]
+
+    def p2_weight(self, t: Tensor, gamma: float, k: float = 1.0) -> Tensor:
+        """P2 weight of the epsilon loss (Choi et al. 2022), 1 / (k + SNR_t)^gamma: [B].
+
+        gamma = 0 gives 1 everywhere (GLIDE's unweighted epsilon loss). gamma > 0 lowers the weight
+        of the high-SNR steps (small t, fine detail) relative to the low-SNR ones where an image's
+        coarse content (colours, layout, what the caption says) is decided.
+        """
+        if gamma < 0 or k <= 0:
+            raise ValueError(f"P2 weighting needs gamma >= 0 and k > 0, got gamma={gamma}, k={k}")
+        return (k + self.snr(t)).pow(-float(gamma))
+
     def training_losses(
         self,
         model: Model,
@@ -257,11 +273,15 @@ class GaussianDiffusion:
         model_kwargs: dict[str, Any] | None = None,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        p2_gamma: float = 0.0,
+        p2_k: float = 1.0,
     ) -> dict[str, Tensor]:
         """Improved-DDPM hybrid loss per example: dict(loss, mse, vb), each [B].
 
         mse = mean ||eps - eps_hat||^2 trains epsilon; vb (bits/dim, times T / 1000) is computed
-        with eps_hat detached, so it trains only the variance channels. loss = mse + vb.
+        with eps_hat detached, so it trains only the variance channels. loss = w_t * mse + vb,
+        with w_t = 1 (GLIDE) unless ``p2_gamma`` > 0 asks for :meth:`p2_weight`; ``mse`` is always
+        the unweighted epsilon error.
         """
         if noise is None:
             noise = gaussian_noise(x_start.shape, generator, x_start.device, x_start.dtype)
@@ -272,4 +292,5 @@ class GaussianDiffusion:
         frozen = torch.cat([eps.detach(), v], dim=1)
         vb = self.vb_terms_bpd(frozen, x_start, x_t, t) * (self.num_timesteps / 1000.0)
         mse = mean_flat((noise - eps) ** 2)
-        return {"loss": mse + vb, "mse": mse, "vb": vb}
+        weighted = mse * self.p2_weight(t, p2_gamma, p2_k).to(mse.dtype) if p2_gamma else mse
+        return {"loss": weighted + vb, "mse": mse, "vb": vb}

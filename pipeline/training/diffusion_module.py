@@ -131,7 +131,14 @@ class GlideDiffusionModule(pl.LightningModule):
         kwargs = self.conditioning(batch, x_start)
         dropped = kwargs.pop("_dropped")
         t = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), device=self.device)
-        losses = self.diffusion.training_losses(self.model, x_start, t, model_kwargs=kwargs)
+        losses = self.diffusion.training_losses(
+            self.model,
+            x_start,
+            t,
+            model_kwargs=kwargs,
+            p2_gamma=float(self.train_cfg.get("p2_gamma", 0.0)),
+            p2_k=float(self.train_cfg.get("p2_k", 1.0)),
+        )
         loss = losses["loss"].mean()
         finite = torch.isfinite(loss).float()
         if self.trainer.world_size > 1:

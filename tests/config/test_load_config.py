@@ -55,6 +55,8 @@ def test_cli_profile_overrides_params_profile(tmp_path):
         ("shard.source=ftp", "shard.source"),
         ("shard.val_fraction=1.5", "shard.val_fraction"),
         ("base_model.image_size=24", "base_model.image_size"),
+        ("pretrain_base.p2_gamma=-1", "pretrain_base.p2_gamma"),
+        ("finetune_cfg.p2_k=0", "finetune_cfg.p2_k"),
         ("profile=huge", "profile"),
     ],
 )

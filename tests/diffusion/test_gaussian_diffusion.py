@@ -193,6 +193,30 @@ def test_hybrid_loss_is_mse_plus_vb_and_model_sees_q_sample(diffusion):
     torch.testing.assert_close(losses["loss"], losses["mse"] + losses["vb"])
 
 
+def test_p2_weighting_scales_only_the_epsilon_term_by_one_over_k_plus_snr(diffusion):
+    model = ToyModel()
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.rand(4, 3, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 250, 600, 999])
+    plain = diffusion.training_losses(model, x0, t, noise=noise)
+    weighted = diffusion.training_losses(model, x0, t, noise=noise, p2_gamma=1.0, p2_k=1.0)
+    ab = torch.tensor(diffusion.alphas_cumprod[t.numpy()], dtype=torch.float32)
+    weight = 1.0 / (1.0 + ab / (1.0 - ab))  # = 1 - alpha_bar_t for k = gamma = 1
+    torch.testing.assert_close(weight, 1.0 - ab)
+    torch.testing.assert_close(weighted["mse"], plain["mse"])  # logged unweighted
+    torch.testing.assert_close(weighted["vb"], plain["vb"])
+    torch.testing.assert_close(weighted["loss"], weight * plain["mse"] + plain["vb"])
+    # Small t (high SNR, fine detail) loses weight; t near T keeps almost all of it.
+    assert weight[0] < 1e-3 and weight[-1] > 0.99
+    half = diffusion.training_losses(model, x0, t, noise=noise, p2_gamma=0.5, p2_k=2.0)
+    torch.testing.assert_close(
+        half["loss"], (2.0 + ab / (1.0 - ab)) ** -0.5 * plain["mse"] + plain["vb"]
+    )
+    with pytest.raises(ValueError, match="gamma"):
+        diffusion.training_losses(model, x0, t, noise=noise, p2_gamma=-1.0)
+
+
 def test_vb_gradient_reaches_only_variance_channels_and_mse_only_eps(diffusion):
     output = torch.randn(3, 6, 4, 4, dtype=F64, requires_grad=True)
     x0 = torch.rand(3, 3, 4, 4, dtype=F64) * 2 - 1

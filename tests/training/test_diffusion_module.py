@@ -191,3 +191,23 @@ def test_text_encoder_learns_at_its_own_rate(tiny_model_kwargs, scene_batch):
 
     single = GlideDiffusionModule(tiny_model_kwargs, DIFFUSION, train_settings(), "clip-bpe-49408")
     assert len(single.configure_optimizers()["optimizer"].param_groups) == 1
+
+
+def test_p2_weighting_reaches_the_training_objective(tiny_model_kwargs, scene_batch):
+    """p2_gamma reweights the epsilon term the module optimises; the logged mse stays raw."""
+
+    def first_step_losses(**settings):
+        pl.seed_everything(0, verbose=False)
+        module = GlideDiffusionModule(
+            tiny_model_kwargs, DIFFUSION, train_settings(**settings), "clip-test"
+        )
+        trainer = fit(module, scene_batch, steps=1)
+        metrics = trainer.callback_metrics
+        return float(metrics["train/loss"]), float(metrics["train/mse"]), float(metrics["train/vb"])
+
+    loss, mse, vb = first_step_losses()
+    p2_loss, p2_mse, p2_vb = first_step_losses(p2_gamma=1.0, p2_k=1.0)
+    assert loss == pytest.approx(mse + vb)
+    assert (p2_mse, p2_vb) == pytest.approx((mse, vb))  # same draws, same model: same errors
+    # Every weight 1 / (1 + SNR_t) is below 1, so the weighted objective is smaller.
+    assert vb < p2_loss < loss
