@@ -88,6 +88,7 @@ class GaussianDiffusion:
         self.log_one_minus_alphas_cumprod = np.log(1.0 - self.alphas_cumprod)
         self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1.0)
+        self.snr_values = self.alphas_cumprod / self.one_minus_alphas_cumprod  # SNR_t
 
         # q(x_{t-1} | x_t, x_0): beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
         self.posterior_variance = (
@@ -249,13 +250,11 @@ class GaussianDiffusion:
         decoder_nll = mean_flat(decoder_nll) / math.log(2.0)
         return torch.where(t == 0, decoder_nll, kl)
 
-    def snr(self, t: Tensor) -> Tensor:
-        """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) at steps t: [B] float32."""
-        ratio = self.alphas_cumprod / self.one_minus_alphas_cumprod
-        return torch.as_tensor(ratio, dtype=torch.float32, device=t.device)[t]
-
-    def p2_weight(self, t: Tensor, gamma: float, k: float = 1.0) -> Tensor:
-        """P2 weight of the epsilon loss (Choi et al. 2022), 1 / (k + SNR_t)^gamma: [B].
+    def p2_weight(
+        self, t: Tensor, gamma: float, k: float = 1.0, like: Tensor | None = None
+    ) -> Tensor:
+        """P2 weight of the epsilon loss (Choi et al. 2022), 1 / (k + SNR_t)^gamma: [B], in
+        ``like``'s dtype and on its device (default: float32 on t's device).
 
         gamma = 0 gives 1 everywhere (GLIDE's unweighted epsilon loss). gamma > 0 lowers the weight
         of the high-SNR steps (small t, fine detail) relative to the low-SNR ones where an image's
@@ -263,7 +262,8 @@ class GaussianDiffusion:
         """
         if gamma < 0 or k <= 0:
             raise ValueError(f"P2 weighting needs gamma >= 0 and k > 0, got gamma={gamma}, k={k}")
-        return (k + self.snr(t)).pow(-float(gamma))
+        snr = self.extract(self.snr_values, t, like if like is not None else t.float())
+        return (k + snr).pow(-float(gamma))
 
     def training_losses(
         self,
@@ -292,5 +292,5 @@ class GaussianDiffusion:
         frozen = torch.cat([eps.detach(), v], dim=1)
         vb = self.vb_terms_bpd(frozen, x_start, x_t, t) * (self.num_timesteps / 1000.0)
         mse = mean_flat((noise - eps) ** 2)
-        weighted = mse * self.p2_weight(t, p2_gamma, p2_k).to(mse.dtype) if p2_gamma else mse
+        weighted = mse * self.p2_weight(t, p2_gamma, p2_k, like=mse) if p2_gamma else mse
         return {"loss": weighted + vb, "mse": mse, "vb": vb}
