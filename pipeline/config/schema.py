@@ -62,6 +62,8 @@ class SyntheticScenesConfig:
     sizes: list[str] = field(default_factory=lambda: ["small", "large"])
     backgrounds: list[str] = field(default_factory=lambda: ["gray"])
     relation_probability: float = 0.7
+    # Every object's radius is its size word's nominal radius times this (1 = the sizes above).
+    size_scale: float = 1.0
 
 
 @dataclass

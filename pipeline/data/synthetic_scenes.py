@@ -15,7 +15,8 @@ Three steps, each usable on its own:
 
 Geometry conventions: ``x`` and ``y`` are the object's centre in ``[0, 1]`` of the image width and
 height, ``y`` growing downwards (image rows), ``radius`` the radius of the disc that contains the
-whole shape, as a fraction of the image side. Objects never overlap (their discs are separated by
+whole shape, as a fraction of the image side (the size word's nominal radius, jittered, times
+the config's ``size_scale``). Objects never overlap (their discs are separated by
 a gap) and stay inside the image. Every caption is true of its image: relations are only stated
 when the offset along the stated axis is large and dominant.
 """
@@ -88,6 +89,7 @@ def _spec(cfg: Any) -> dict[str, Any]:
         "sizes": [str(s) for s in get("sizes")],
         "backgrounds": [str(b) for b in get("backgrounds")],
         "relation_probability": float(get("relation_probability")),
+        "size_scale": float(get("size_scale")),
     }
     if not 1 <= spec["min_objects"] <= spec["max_objects"]:
         raise ValueError("synthetic scenes need 1 <= min_objects <= max_objects")
@@ -104,6 +106,12 @@ def _spec(cfg: Any) -> dict[str, Any]:
             raise ValueError(f"synthetic scenes: unknown {key} {unknown}; known: {sorted(known)}")
     if len(spec["shapes"]) * len(spec["colours"]) < spec["max_objects"]:
         raise ValueError("synthetic scenes: fewer (shape, colour) pairs than max_objects")
+    largest = max(SIZES[s] for s in spec["sizes"]) * (1 + SIZE_JITTER) * spec["size_scale"]
+    if spec["size_scale"] <= 0.0 or largest + GAP >= 0.5:
+        raise ValueError(
+            f"synthetic scenes: size_scale {spec['size_scale']} must be > 0 and keep the largest "
+            f"object (radius {largest:.3f}) inside the image (radius + {GAP} < 0.5)"
+        )
     if not 0.0 <= spec["relation_probability"] <= 1.0:
         raise ValueError("synthetic scenes: relation_probability must be in [0, 1]")
     return spec
@@ -178,10 +186,10 @@ def sample_scene(index: int, seed: int, cfg: Any) -> dict[str, Any]:
                 break
         size = spec["sizes"][int(rng.integers(len(spec["sizes"])))]
         jitter = float(rng.uniform(1.0 - SIZE_JITTER, 1.0 + SIZE_JITTER))
-        radius = SIZES[size] * jitter
+        radius = SIZES[size] * jitter * spec["size_scale"]
         pos = _place(rng, radius, objects)
         if pos is None and size != small:  # crowded: try the smallest size instead
-            size, radius = small, SIZES[small] * jitter
+            size, radius = small, SIZES[small] * jitter * spec["size_scale"]
             pos = _place(rng, radius, objects)
         if pos is None:  # still no room: the scene gets fewer objects (min_objects permitting)
             if len(objects) >= spec["min_objects"]:

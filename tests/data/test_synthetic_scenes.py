@@ -227,3 +227,23 @@ def test_bad_config_is_rejected():
         sample_scene(0, 0, SyntheticScenesConfig(colours=["red", "mauve"]))
     with pytest.raises(ValueError, match="min_objects"):
         sample_scene(0, 0, SyntheticScenesConfig(min_objects=3, max_objects=2))
+    with pytest.raises(ValueError, match="size_scale"):
+        sample_scene(0, 0, SyntheticScenesConfig(size_scale=2.5))  # a large object would not fit
+    with pytest.raises(ValueError, match="size_scale"):
+        sample_scene(0, 0, SyntheticScenesConfig(size_scale=0.0))
+
+
+def test_size_scale_scales_every_radius_and_keeps_scenes_valid():
+    one = SyntheticScenesConfig(max_objects=1)
+    doubled = SyntheticScenesConfig(max_objects=1, size_scale=2.0)
+    for index in range(60):
+        plain, big = sample_scene(index, 4, one), sample_scene(index, 4, doubled)
+        (p,), (b,) = plain["objects"], big["objects"]
+        assert (b["shape"], b["colour"], b["size"]) == (p["shape"], p["colour"], p["size"])
+        assert b["radius"] == pytest.approx(2.0 * p["radius"])
+        assert b["radius"] <= b["x"] <= 1 - b["radius"] and b["radius"] <= b["y"] <= 1 - b["radius"]
+        area = (np.asarray(render_scene(big, 64)) != BACKGROUNDS[big["background"]]).any(-1).sum()
+        plain_area = (
+            (np.asarray(render_scene(plain, 64)) != BACKGROUNDS[plain["background"]]).any(-1).sum()
+        )
+        assert area > 3 * plain_area  # four times the area, less anti-aliasing at the edges
