@@ -185,11 +185,11 @@ def sample_scene(index: int, seed: int, cfg: Any) -> dict[str, Any]:
             if (shape, colour) not in used:
                 break
         size = spec["sizes"][int(rng.integers(len(spec["sizes"])))]
-        jitter = float(rng.uniform(1.0 - SIZE_JITTER, 1.0 + SIZE_JITTER))
-        radius = SIZES[size] * jitter * spec["size_scale"]
+        factor = float(rng.uniform(1.0 - SIZE_JITTER, 1.0 + SIZE_JITTER)) * spec["size_scale"]
+        radius = SIZES[size] * factor
         pos = _place(rng, radius, objects)
         if pos is None and size != small:  # crowded: try the smallest size instead
-            size, radius = small, SIZES[small] * jitter * spec["size_scale"]
+            size, radius = small, SIZES[small] * factor
             pos = _place(rng, radius, objects)
         if pos is None:  # still no room: the scene gets fewer objects (min_objects permitting)
             if len(objects) >= spec["min_objects"]:
