@@ -211,3 +211,17 @@ def test_p2_weighting_reaches_the_training_objective(tiny_model_kwargs, scene_ba
     assert (p2_mse, p2_vb) == pytest.approx((mse, vb))  # same draws, same model: same errors
     # Every weight 1 / (1 + SNR_t) is below 1, so the weighted objective is smaller.
     assert vb < p2_loss < loss
+
+
+def test_bf16_mixed_precision_trains_with_gradient_clipping(tiny_model_kwargs, scene_batch):
+    """The paper and released profiles train in bf16-mixed with grad_clip 1: the optimizer must
+    be one Lightning's mixed-precision plugin can clip (the fused AdamW kernel is refused)."""
+    pl.seed_everything(0, verbose=False)
+    train = train_settings(precision="bf16-mixed")
+    module = GlideDiffusionModule(tiny_model_kwargs, DIFFUSION, train, "clip-test")
+    before = fixed_loss(module, scene_batch)
+    trainer = fit(module, scene_batch, steps=15, precision="bf16-mixed")
+    assert trainer.optimizers[0].defaults["fused"] is False
+    assert module.global_step == 15
+    assert fixed_loss(module, scene_batch) < before
+    assert all(torch.isfinite(p).all() for p in module.model.parameters())
