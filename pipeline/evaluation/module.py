@@ -1,8 +1,8 @@
 """The evaluate stage's Lightning module: generation in ``test_step``, metrics as torchmetrics.
 
 Each test batch holds evaluation captions with their real images (base and high resolution).
-For every condition of the sweeps (classifier-free guidance at each scale, CLIP guidance at each
-scale) the module samples one image per caption and updates that condition's FID, KID and CLIP
+For every condition of the sweeps (the pretrained base model on its own, classifier-free guidance
+at each scale, CLIP guidance at each scale) the module samples one image per caption and updates that condition's FID, KID and CLIP
 score; on the first ``cascade_samples`` captions it runs the cascade and the upsampler against
 bicubic; on the first ``inpaint_samples`` it edits the real images with the fine-tuned inpainter
 and with the replacement-only baseline. Metric states are sums and feature lists, so they reduce
@@ -37,7 +37,8 @@ from pipeline.evaluation.scene_readout import CaptionFollowing
 
 @dataclass(frozen=True)
 class Condition:
-    """One point of a guidance sweep: ``kind`` "cfg" (classifier-free) or "clip"."""
+    """One point of a guidance sweep: ``kind`` "cfg" (classifier-free), "clip", or "base" (the
+    pretrained base model's own samples, scale 1: what pretraining alone gives)."""
 
     kind: str
     scale: float
@@ -47,9 +48,13 @@ class Condition:
         return f"{self.kind}_{self.scale:g}"
 
 
-def sweep_conditions(settings: dict[str, Any], with_clip: bool) -> list[Condition]:
-    """The sweep's conditions in report order: every classifier-free scale, then CLIP scales."""
-    conditions = [Condition("cfg", float(s)) for s in settings["guidance_scales"]]
+def sweep_conditions(
+    settings: dict[str, Any], with_clip: bool, with_base: bool = False
+) -> list[Condition]:
+    """The sweep's conditions in report order: the base model (when given), every
+    classifier-free scale, then CLIP scales."""
+    conditions = [Condition("base", 1.0)] if with_base else []
+    conditions += [Condition("cfg", float(s)) for s in settings["guidance_scales"]]
     if with_clip:
         conditions += [Condition("clip", float(s)) for s in settings["clip_guidance_scales"]]
     return conditions
@@ -69,7 +74,7 @@ class GlideEvaluationModule(pl.LightningModule):
     """Generates and measures; ``results`` holds the figures after ``trainer.test``.
 
     ``settings``: the ``evaluate`` config section as a dict. ``models``: SamplingModels
-    ``"cfg"`` (required), ``"upsampler"`` and ``"inpaint"`` (optional); ``noised_clip``: the
+    ``"cfg"`` (required), ``"base"``, ``"upsampler"`` and ``"inpaint"`` (optional); ``noised_clip``: the
     guidance CLIP (optional: no CLIP sweep without it); ``eval_clip``: the CLIP that measures
     CLIP score (an ``EvalClip``). ``reference``: cached reference features ``"base"`` and
     ``"hires"``.
@@ -92,7 +97,7 @@ class GlideEvaluationModule(pl.LightningModule):
         self.noised_clip = noised_clip
         self.eval_clip = eval_clip
         self.reference = reference
-        self.conditions = sweep_conditions(self.settings, noised_clip is not None)
+        self.conditions = sweep_conditions(self.settings, noised_clip is not None, "base" in models)
         network = inception or load_fid_inception(self.settings.get("inception_weights") or None)
         self.inception = network.eval()  # run once per image batch; the metrics take features
         width = int(network.num_features)
@@ -167,8 +172,9 @@ class GlideEvaluationModule(pl.LightningModule):
         from pipeline.sampling.clip_guided import sample_clip_guided
         from pipeline.sampling.text_to_image import sample_text_to_image
 
-        base = self.sampling_models["cfg"]
-        kwargs = self._sample_kwargs("cfg", seed)
+        model_name = "base" if condition.kind == "base" else "cfg"
+        base = self.sampling_models[model_name]
+        kwargs = self._sample_kwargs(model_name, seed)
         if condition.kind == "clip":
             images = sample_clip_guided(
                 base.model,

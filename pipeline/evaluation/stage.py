@@ -84,6 +84,7 @@ def evaluation_dataset(examples: list[dict[str, Any]]) -> Any:
 
 def model_paths(cfg: DictConfig) -> dict[str, str]:
     return {
+        "base": str(cfg.pretrain_base.output),
         "cfg": str(cfg.finetune_cfg.output),
         "upsampler": str(cfg.train_upsampler.output),
         "inpaint": str(cfg.finetune_inpaint.output),

@@ -60,7 +60,7 @@ def build_evaluation_module(config: dict[str, Any], device: str) -> Any:
     from pipeline.sampling.loading import load_sampling_model
 
     paths, settings = config["paths"], config["settings"]
-    expected = {"cfg": "text2im", "upsampler": "upsample", "inpaint": "inpaint"}
+    expected = {"base": "text2im", "cfg": "text2im", "upsampler": "upsample", "inpaint": "inpaint"}
     models = {
         name: load_sampling_model(paths[name], device=device, expect=variant)
         for name, variant in expected.items()

@@ -195,3 +195,43 @@ def test_report_names_each_claim_with_its_numbers():
         row.update(colour_accuracy=0.75, shape_accuracy=0.5, both_accuracy=0.5, readout_scored=8)
     text = markdown_report(results, claims, {"profile": "ci", "num_samples": 64})
     assert "| cfg | 3 | 75% | 50% | 50% | 8 |" in text
+
+
+def test_the_base_model_is_scored_on_its_own_unguided_samples(parts, tmp_path):
+    """With a base model given, the sweep starts with its own samples (scale 1, the sweep's
+    noise): what pretraining alone gives, beside what the CFG fine-tune adds."""
+    from pipeline.sampling.text_to_image import sample_text_to_image
+
+    models, *rest = parts
+    base_file = write_model_file(tmp_path / "base.pt", get_tokenizer("clip"))
+    stored = torch.load(base_file, weights_only=True)
+    generator = torch.Generator().manual_seed(1)
+    stored["state_dict"] = {
+        k: v + 0.05 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+        for k, v in stored["state_dict"].items()
+    }
+    torch.save(stored, base_file)
+    base = load_sampling_model(base_file)
+    module = evaluate(
+        ({**models, "base": base}, *rest),
+        cascade_samples=0,
+        inpaint_samples=0,
+        clip_guidance_scales=[],
+    )
+    conditions = [(r["guidance"], r["scale"]) for r in module.results["sweeps"]]
+    assert conditions == [("base", 1.0), ("cfg", 1.0), ("cfg", 3.0)]
+    base_row = module.results["sweeps"][0]
+    assert base_row["num_fake"] == 8 and base_row["readout_scored"] == 4
+    assert "base_1/fid" in flat_metrics(module.results)
+    expected = sample_text_to_image(
+        base.model,
+        base.tokenizer,
+        CAPTIONS[:4],
+        guidance_scale=1.0,
+        steps=SETTINGS["sample_steps"],
+        diffusion_steps=base.diffusion_steps,
+        noise_schedule=base.noise_schedule,
+        seed=SETTINGS["seed"],
+    )
+    np.testing.assert_array_equal(module.grids["base_1"], expected[:2].numpy())
+    assert not np.array_equal(module.grids["base_1"], module.grids["cfg_1"])

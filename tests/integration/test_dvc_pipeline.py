@@ -173,8 +173,10 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
     for stage in ("train_upsampler", "train_noised_clip", "evaluate"):
         assert f"Running stage '{stage}'" in log
     record = json.loads((root / "metrics/eval.json").read_text())
-    # one entry per sweep point (ci: classifier-free 1 and 3, CLIP guidance 2), counts beside
+    # one entry per sweep point (ci: the base model alone, classifier-free 1 and 3, CLIP
+    # guidance 2), counts beside
     assert [(r["guidance"], r["scale"]) for r in record["sweeps"]] == [
+        ("base", 1.0),
         ("cfg", 1.0),
         ("cfg", 3.0),
         ("clip", 2.0),
@@ -202,7 +204,7 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     eval_run = client.get_run(client.get_run(record["mlflow_run_id"]).info.run_id)
     parent = client.get_run(eval_run.data.tags["mlflow.parentRunId"])
-    assert parent.data.metrics["cfg_3/fid"] == pytest.approx(record["sweeps"][1]["fid"])
+    assert parent.data.metrics["cfg_3/fid"] == pytest.approx(record["sweeps"][2]["fid"])
     assert "cascade/psnr_bicubic" in parent.data.metrics
     logged = [a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")]
     assert "evaluation/eval.md" in logged and "evaluation/eval_sweep.png" in logged
