@@ -2,10 +2,10 @@
 
 Each test batch holds evaluation captions with their real images (base and high resolution).
 For every condition of the sweeps (the pretrained base model on its own, classifier-free guidance
-at each scale, CLIP guidance at each scale) the module samples one image per caption and updates that condition's FID, KID and CLIP
-score; on the first ``cascade_samples`` captions it runs the cascade and the upsampler against
-bicubic; on the first ``inpaint_samples`` it edits the real images with the fine-tuned inpainter
-and with the replacement-only baseline. Metric states are sums and feature lists, so they reduce
+at each scale, CLIP guidance at each scale) the module samples one image per caption and updates
+that condition's FID, KID and CLIP score; on the first ``cascade_samples`` captions it runs the
+cascade and the upsampler against bicubic; on the first ``inpaint_samples`` it edits the real
+images with the fine-tuned inpainter and with the replacement-only baseline. Metric states are sums and feature lists, so they reduce
 across Ray Train workers; the real side of FID/KID comes from cached reference features, added on
 rank 0 only.
 """
@@ -74,9 +74,9 @@ class GlideEvaluationModule(pl.LightningModule):
     """Generates and measures; ``results`` holds the figures after ``trainer.test``.
 
     ``settings``: the ``evaluate`` config section as a dict. ``models``: SamplingModels
-    ``"cfg"`` (required), ``"base"``, ``"upsampler"`` and ``"inpaint"`` (optional); ``noised_clip``: the
-    guidance CLIP (optional: no CLIP sweep without it); ``eval_clip``: the CLIP that measures
-    CLIP score (an ``EvalClip``). ``reference``: cached reference features ``"base"`` and
+    ``"cfg"`` (required), ``"base"``, ``"upsampler"`` and ``"inpaint"`` (optional);
+    ``noised_clip``: the guidance CLIP (optional: no CLIP sweep without it); ``eval_clip``: the
+    CLIP that measures CLIP score (an ``EvalClip``). ``reference``: cached reference features ``"base"`` and
     ``"hires"``.
     """
 
@@ -173,12 +173,12 @@ class GlideEvaluationModule(pl.LightningModule):
         from pipeline.sampling.text_to_image import sample_text_to_image
 
         model_name = "base" if condition.kind == "base" else "cfg"
-        base = self.sampling_models[model_name]
+        sampler = self.sampling_models[model_name]
         kwargs = self._sample_kwargs(model_name, seed)
         if condition.kind == "clip":
             images = sample_clip_guided(
-                base.model,
-                base.tokenizer,
+                sampler.model,
+                sampler.tokenizer,
                 self.noised_clip,
                 captions,
                 clip_guidance_scale=condition.scale,
@@ -186,7 +186,7 @@ class GlideEvaluationModule(pl.LightningModule):
             )
         else:
             images = sample_text_to_image(
-                base.model, base.tokenizer, captions, guidance_scale=condition.scale, **kwargs
+                sampler.model, sampler.tokenizer, captions, guidance_scale=condition.scale, **kwargs
             )
         return images.cpu()
 
