@@ -5,9 +5,9 @@ For every condition of the sweeps (the pretrained base model on its own, classif
 at each scale, CLIP guidance at each scale) the module samples one image per caption and updates
 that condition's FID, KID and CLIP score; on the first ``cascade_samples`` captions it runs the
 cascade and the upsampler against bicubic; on the first ``inpaint_samples`` it edits the real
-images with the fine-tuned inpainter and with the replacement-only baseline. Metric states are sums and feature lists, so they reduce
-across Ray Train workers; the real side of FID/KID comes from cached reference features, added on
-rank 0 only.
+images with the fine-tuned inpainter and with the replacement-only baseline. Metric states are
+sums and feature lists, so they reduce across Ray Train workers; the real side of FID/KID comes
+from cached reference features, added on rank 0 only.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ class GlideEvaluationModule(pl.LightningModule):
     ``settings``: the ``evaluate`` config section as a dict. ``models``: SamplingModels
     ``"cfg"`` (required), ``"base"``, ``"upsampler"`` and ``"inpaint"`` (optional);
     ``noised_clip``: the guidance CLIP (optional: no CLIP sweep without it); ``eval_clip``: the
-    CLIP that measures CLIP score (an ``EvalClip``). ``reference``: cached reference features ``"base"`` and
-    ``"hires"``.
+    CLIP that measures CLIP score (an ``EvalClip``). ``reference``: cached reference features
+    ``"base"`` and ``"hires"``.
     """
 
     def __init__(
