@@ -68,11 +68,12 @@ def lightning_optimizers(param_groups: list[dict[str, Any]], train: dict[str, An
     ``adam_betas``, ``warmup_steps``, ``max_steps``, ``lr_schedule``), in the form Lightning's
     ``configure_optimizers`` returns: the scheduler steps with every optimizer step.
 
-    Under mixed precision (``precision`` "bf16-mixed" or "16-mixed") AdamW is not fused:
-    Lightning's mixed-precision plugins refuse to clip the gradients of an optimizer that
-    unscales them itself, which the fused kernel declares it does (a RuntimeError at the first
-    step with ``grad_clip`` > 0)."""
+    Under mixed precision (``precision`` "bf16-mixed" or "16-mixed") with gradient clipping
+    AdamW is not fused: Lightning's mixed-precision plugins refuse to clip the gradients of an
+    optimizer that unscales them itself, which the fused kernel declares it does (a RuntimeError
+    at the first step)."""
     mixed = str(train.get("precision", "32-true")).endswith("-mixed")
+    clipped = float(train.get("grad_clip", 0.0)) > 0
     optimizer, scheduler = build_optimizer(
         param_groups,
         lr=float(train["lr"]),
@@ -81,6 +82,6 @@ def lightning_optimizers(param_groups: list[dict[str, Any]], train: dict[str, An
         warmup_steps=int(train["warmup_steps"]),
         max_steps=int(train["max_steps"]),
         schedule=str(train["lr_schedule"]),
-        allow_fused=not mixed,
+        allow_fused=not (mixed and clipped),
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
