@@ -13,6 +13,7 @@ from pipeline.evaluation.stage import flat_metrics
 from pipeline.models.clip_file import load_noised_clip
 from pipeline.models.eval_clip import load_eval_clip
 from pipeline.sampling.loading import load_sampling_model
+from pipeline.sampling.text_to_image import sample_text_to_image
 from pipeline.text import get_tokenizer
 from tests.evaluation.helpers import smooth_images
 from tests.sampling.conftest import write_model_file
@@ -200,8 +201,6 @@ def test_report_names_each_claim_with_its_numbers():
 def test_the_base_model_is_scored_on_its_own_unguided_samples(parts, tmp_path):
     """With a base model given, the sweep starts with its own samples (scale 1, the sweep's
     noise): what pretraining alone gives, beside what the CFG fine-tune adds."""
-    from pipeline.sampling.text_to_image import sample_text_to_image
-
     models, *rest = parts
     base_file = write_model_file(tmp_path / "base.pt", get_tokenizer("clip"))
     stored = torch.load(base_file, weights_only=True)

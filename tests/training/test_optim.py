@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.training.optim import build_optimizer, lr_multiplier
+from pipeline.training.optim import build_optimizer, lightning_optimizers, lr_multiplier
 
 
 def _settings(**overrides):
@@ -65,3 +65,20 @@ def test_optimizer_falls_back_to_the_default_adamw_for_parameters_the_fused_kern
     plain = nn.Parameter(torch.zeros(3))
     optimizer, _ = build_optimizer([plain, on_meta], **_settings())
     assert not optimizer.defaults["fused"]
+
+
+@pytest.mark.parametrize(
+    ("precision", "grad_clip", "fused"),
+    [("32-true", 1.0, True), ("bf16-mixed", 1.0, False), ("16-mixed", 1.0, False),
+     ("bf16-mixed", 0.0, True)],
+)  # fmt: skip
+def test_adamw_is_fused_unless_lightning_must_clip_it_under_mixed_precision(
+    precision, grad_clip, fused
+):
+    train = dict(
+        lr=1e-3, weight_decay=0.0, adam_betas=[0.9, 0.999], warmup_steps=0, max_steps=10,
+        lr_schedule="constant", precision=precision, grad_clip=grad_clip,
+    )  # fmt: skip
+    params = [nn.Parameter(torch.zeros(3))]
+    optimizer = lightning_optimizers([{"params": params}], train)["optimizer"]
+    assert optimizer.defaults["fused"] is fused
