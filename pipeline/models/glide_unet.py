@@ -123,20 +123,18 @@ class Text2ImUNet(UNetModel):
             )
         self.set_checkpointing(use_checkpoint)
 
-    # The caption encoder proper: everything that computes xf_out. Not transformer_proj: like
-    # each attention layer's encoder_kv, it is the UNet's read of the encoded caption.
     TEXT_ENCODER_PREFIXES = (
         "token_embedding.",
         "positional_embedding",
         "padding_embedding",
         "transformer.",
         "final_ln.",
+        "transformer_proj.",
     )
 
     def text_encoder_parameters(self) -> list[nn.Parameter]:
-        """The parameters that compute xf_out (embeddings, transformer, final LayerNorm); empty
-        without a text transformer. The UNet's reads of xf_out (``transformer_proj`` into the
-        timestep embedding, ``encoder_kv`` in the attention layers) are not among them."""
+        """The parameters `encode_text` uses (embeddings, transformer, final LayerNorm, the
+        projection into the timestep embedding); empty without a text transformer."""
         return [p for n, p in self.named_parameters() if n.startswith(self.TEXT_ENCODER_PREFIXES)]
 
     def encode_text(
