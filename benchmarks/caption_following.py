@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -35,19 +34,19 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.data.examples import held_out_examples
-    from pipeline.evaluation.scene_readout import caption_attributes, caption_following, read_object
+    from pipeline.evaluation.scene_readout import caption_following
     from pipeline.sampling import load_sampling_model, sample_text_to_image
 
     torch.set_num_threads(args.threads)
     loaded = load_sampling_model(args.model)
     captions = [e["caption"] for e in held_out_examples(args.shards, args.captions)]
+    rates = ("colour_accuracy", "shape_accuracy", "both_accuracy")
     per_seed, confusion = [], Counter()
-    hits = {"scored": 0, "colour_hits": 0, "shape_hits": 0, "both_hits": 0}
+    hits = Counter()
     started = time.perf_counter()
     for seed in args.seeds:
-        images = []
-        for start in range(0, len(captions), args.batch):
-            images.append(
+        images = torch.cat(
+            [
                 sample_text_to_image(
                     loaded.model,
                     loaded.tokenizer,
@@ -58,29 +57,22 @@ def main() -> None:
                     noise_schedule=loaded.noise_schedule,
                     seed=seed * 100_003 + start,
                 )
-            )
-        batch = torch.cat(images).numpy()
-        result = caption_following(batch, captions)
-        per_seed.append(
-            {
-                "seed": seed,
-                **{k: result[k] for k in ("colour_accuracy", "shape_accuracy", "both_accuracy")},
-            }
-        )
-        for key in hits:
-            hits[key] += int(result[key])
-        for image, caption in zip(batch, captions, strict=True):
-            wanted = caption_attributes(caption)
-            if wanted is None:
-                continue
-            seen = read_object(np.asarray(image))
-            confusion[f"{wanted['shape']}->{seen['shape'] if seen else 'none'}"] += 1
+                for start in range(0, len(captions), args.batch)
+            ]
+        ).numpy()
+        result = caption_following(images, captions)
+        per_seed.append({"seed": seed, **{k: result[k] for k in rates}})
+        hits.update({k: result[k] for k in ("scored", "colour_hits", "shape_hits", "both_hits")})
+        confusion.update(result["shape_confusion"])
         if args.grid and seed == args.seeds[0]:
             from pipeline.sampling.grid import captioned_grid
 
             Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
-            captioned_grid(list(batch[:48]), captions[:48]).save(args.grid)
-    scored = max(hits["scored"], 1)
+            captioned_grid(list(images[:48]), captions[:48]).save(args.grid)
+
+    def pooled(key: str) -> float | None:
+        return round(hits[key] / hits["scored"], 4) if hits["scored"] else None
+
     print(
         json.dumps(
             {
@@ -90,9 +82,9 @@ def main() -> None:
                 "sampler_steps": args.steps,
                 "captions": len(captions),
                 "scored": hits["scored"],
-                "colour_accuracy": round(hits["colour_hits"] / scored, 4),
-                "shape_accuracy": round(hits["shape_hits"] / scored, 4),
-                "both_accuracy": round(hits["both_hits"] / scored, 4),
+                "colour_accuracy": pooled("colour_hits"),
+                "shape_accuracy": pooled("shape_hits"),
+                "both_accuracy": pooled("both_hits"),
                 "per_seed": per_seed,
                 "shape_confusion": dict(sorted(confusion.items())),
                 "seconds": round(time.perf_counter() - started, 1),

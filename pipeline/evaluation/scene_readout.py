@@ -15,6 +15,7 @@ Only captions that name exactly one object (one colour word and one shape word) 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,13 +108,16 @@ def caption_following(
 ) -> dict[str, Any]:
     """Colour and shape accuracy of uint8 ``images`` [N, H, W, 3] against their ``captions``.
 
-    Returns ``{"scored", "colour_hits", "shape_hits", "both_hits", "skipped_captions", "no_object", "colour_accuracy", "shape_accuracy",
-    "both_accuracy", "colour_chance", "shape_chance"}``; an image with no object counts as wrong.
-    Accuracies are None when no caption could be scored.
+    Returns ``{"scored", "colour_hits", "shape_hits", "both_hits", "skipped_captions",
+    "no_object", "colour_accuracy", "shape_accuracy", "both_accuracy", "colour_chance",
+    "shape_chance", "shape_confusion"}``; an image with no object counts as wrong. Accuracies are
+    None when no caption could be scored. ``shape_confusion`` counts the scored images by
+    ``"wanted->read"`` shape (``"->none"`` where no object was found).
     """
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
     scored = skipped = no_object = colour_ok = shape_ok = both_ok = 0
+    confusion: Counter[str] = Counter()
     for image, caption in zip(images, captions, strict=True):
         wanted = caption_attributes(caption, colours, shapes)
         if wanted is None:
@@ -121,6 +125,7 @@ def caption_following(
             continue
         scored += 1
         seen = read_object(np.asarray(image), background, colours, shapes)
+        confusion[f"{wanted['shape']}->{seen['shape'] if seen else 'none'}"] += 1
         if seen is None:
             no_object += 1
             continue
@@ -145,6 +150,7 @@ def caption_following(
         "both_accuracy": rate(both_ok),
         "colour_chance": round(1 / len(colours), 4),
         "shape_chance": round(1 / len(shapes), 4),
+        "shape_confusion": dict(sorted(confusion.items())),
     }
 
 

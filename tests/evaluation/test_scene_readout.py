@@ -23,6 +23,10 @@ def test_reads_the_generators_own_images_right(one_object_scenes):
     assert result["scored"] == 60 and result["skipped_captions"] == 0
     assert result["colour_accuracy"] == 1.0
     assert result["shape_accuracy"] >= 0.95
+    confusion = result["shape_confusion"]  # "wanted->read": right reads on the diagonal
+    assert sum(confusion.values()) == 60
+    diagonal = sum(n for pair, n in confusion.items() if pair.split("->")[0] == pair.split("->")[1])
+    assert diagonal == result["shape_hits"]
 
 
 def test_images_under_the_wrong_captions_score_near_chance(one_object_scenes):
@@ -62,6 +66,7 @@ def test_blank_images_count_as_wrong_and_multi_object_captions_are_skipped():
     result = caption_following(blank, ["a red circle", "a red circle above a blue square"])
     assert result["scored"] == 1 and result["skipped_captions"] == 1
     assert result["no_object"] == 1 and result["colour_accuracy"] == 0.0
+    assert result["shape_confusion"] == {"circle->none": 1}
     assert caption_attributes("a large yellow star on the left") == {
         "colour": "yellow",
         "shape": "star",
