@@ -24,13 +24,18 @@ import numpy as np
 import torch
 
 
-def swap_shape_word(caption: str, rng: np.random.Generator, shapes: tuple[str, ...]) -> str | None:
-    """The caption with its first shape word replaced by another shape; None without one."""
-    for shape in shapes:
-        if re.search(rf"\b{shape}\b", caption):
-            other = str(rng.choice([s for s in shapes if s != shape]))
-            return re.sub(rf"\b{shape}\b", other, caption, count=1)
-    return None
+def swap_shape_word(caption: str, rng: np.random.Generator) -> str | None:
+    """The one-object caption with its shape word replaced by another shape; None for a caption
+    the scene readout would not score (no shape, or several objects)."""
+    from pipeline.data.synthetic_scenes import SHAPES
+    from pipeline.evaluation.scene_readout import caption_attributes
+
+    attributes = caption_attributes(caption)
+    if attributes is None:
+        return None
+    shape = attributes["shape"]
+    other = str(rng.choice([s for s in SHAPES if s != shape]))
+    return re.sub(rf"\b{shape}\b", other, caption, count=1)
 
 
 def main() -> None:
@@ -44,9 +49,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.data.examples import held_out_examples
-    from pipeline.data.synthetic_scenes import SHAPES
     from pipeline.diffusion.respace import create_diffusion
     from pipeline.sampling import load_sampling_model
+    from pipeline.sampling.upsample import images_to_model
     from pipeline.text.tokenizer import tokenize_batch
 
     torch.set_num_threads(args.threads)
@@ -55,13 +60,13 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     pairs = []
     for example in held_out_examples(args.shards, args.images):
-        swapped = swap_shape_word(example["caption"], rng, SHAPES)
+        swapped = swap_shape_word(example["caption"], rng)
         if swapped is not None:
             pairs.append((example, swapped))
     if not pairs:
-        raise SystemExit(f"no held-out caption in {args.shards} names one of the shapes {SHAPES}")
+        raise SystemExit(f"no held-out caption in {args.shards} names one object's shape")
     images = np.stack([example["base"] for example, _ in pairs])  # [N, H, W, 3] uint8
-    x_start = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # [N, 3, H, W]
+    x_start = images_to_model(torch.from_numpy(images))  # [N, 3, H, W] in [-1, 1]
     diffusion = create_diffusion(loaded.diffusion_steps, loaded.noise_schedule, "")
     true_text = tokenize_batch(loaded.tokenizer, [e["caption"] for e, _ in pairs], model.text_ctx)
     swapped_text = tokenize_batch(loaded.tokenizer, [s for _, s in pairs], model.text_ctx)
