@@ -29,7 +29,7 @@ SIZED_SECTIONS = (
 # profile -> most parameters of (base, upsampler, noised CLIP), most training steps of any stage
 BUDGET = {
     "ci": (2_000_000, 2_000_000, 2_000_000, 50),
-    "mini": (10_000_000, 6_000_000, 5_000_000, 4000),
+    "mini": (10_000_000, 6_000_000, 5_000_000, 3600),
 }
 
 
