@@ -140,17 +140,30 @@ class AttentionBlock(CheckpointedModule):
         # x [B, C, H, W], encoder_out [B, C_enc, L] -> [B, C, H, W]
         b, c, *spatial = x.shape
         heads, ch = self.num_heads, c // self.num_heads
-        qkv = self.qkv(self.norm(x).reshape(b, c, -1))  # [B, 3C, T]
-        q, k, v = qkv.reshape(b, heads, 3 * ch, -1).split(ch, dim=2)  # each [B, heads, ch, T]
+        pixels = self.norm(x).flatten(2).transpose(1, 2)  # [B, T, C]; a view if channels_last
+        q, k, v = _heads(_pointwise(self.qkv, pixels), heads, 3)  # each [B, heads, T, ch]
         if encoder_out is not None:
-            kv = self.encoder_kv(encoder_out).to(qkv.dtype)  # [B, 2C, L]
-            ek, ev = kv.reshape(b, heads, 2 * ch, -1).split(ch, dim=2)  # each [B, heads, ch, L]
-            k, v = torch.cat([ek, k], dim=-1), torch.cat([ev, v], dim=-1)  # [B, heads, ch, L+T]
-        out = F.scaled_dot_product_attention(
-            q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)
-        )  # [B, heads, T, ch]
-        out = out.transpose(-1, -2).reshape(b, c, -1)  # [B, C, T]
-        return x + self.proj_out(out).reshape(b, c, *spatial)
+            text = encoder_out.transpose(1, 2).to(pixels.dtype)  # [B, L, C_enc]
+            ek, ev = _heads(_pointwise(self.encoder_kv, text), heads, 2)  # [B, heads, L, ch]
+            k, v = torch.cat([ek, k], dim=2), torch.cat([ev, v], dim=2)  # [B, heads, L+T, ch]
+        # q/k/v have unit stride in ch: the fused (flash, memory-efficient, cuDNN) kernels take
+        # them; a transposed layout would fall back to the math kernel and its [T, L+T] matrix.
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, T, ch]
+        out = _pointwise(self.proj_out, out.transpose(1, 2).reshape(b, -1, c))  # [B, T, C]
+        return x + out.transpose(1, 2).reshape(b, c, *spatial)
+
+
+def _pointwise(conv: nn.Conv1d, tokens: torch.Tensor) -> torch.Tensor:
+    """A 1x1 Conv1d applied to [B, N, C_in] token rows as a linear layer: [B, N, C_out]."""
+    return F.linear(tokens, conv.weight.squeeze(-1), conv.bias)
+
+
+def _heads(rows: torch.Tensor, heads: int, parts: int) -> tuple[torch.Tensor, ...]:
+    """[B, N, heads * parts * ch] laid out per head as [heads, parts, ch] (the released layout)
+    -> ``parts`` tensors [B, heads, N, ch], each with unit stride in ch."""
+    b, n, width = rows.shape
+    per_head = rows.reshape(b, n, heads, width // heads).transpose(1, 2)  # [B, heads, N, parts*ch]
+    return per_head.split(width // (heads * parts), dim=-1)
 
 
 class TimestepSequential(nn.Sequential):
