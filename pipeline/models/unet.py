@@ -139,7 +139,7 @@ class AttentionBlock(CheckpointedModule):
     def _forward(self, x: torch.Tensor, encoder_out: torch.Tensor | None = None) -> torch.Tensor:
         # x [B, C, H, W], encoder_out [B, C_enc, L] -> [B, C, H, W]
         b, c, *spatial = x.shape
-        heads, ch = self.num_heads, c // self.num_heads
+        heads = self.num_heads
         pixels = self.norm(x).flatten(2).transpose(1, 2)  # [B, T, C]; a view if channels_last
         q, k, v = _heads(_pointwise(self.qkv, pixels), heads, 3)  # each [B, heads, T, ch]
         if encoder_out is not None:
