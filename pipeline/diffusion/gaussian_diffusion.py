@@ -73,6 +73,7 @@ class GaussianDiffusion:
         if timestep_map is None:
             timestep_map = range(self.num_timesteps)
         self.timestep_map = torch.as_tensor(list(timestep_map), dtype=torch.long)  # [T]
+        self._tables: dict[tuple, tuple[np.ndarray | Tensor, Tensor]] = {}
         if self.timestep_map.shape != (self.num_timesteps,):
             raise ValueError("timestep_map must have one entry per step")
 
@@ -111,13 +112,21 @@ class GaussianDiffusion:
         """arr[t] as a tensor [B, 1, ..., 1] broadcastable to `like` [B, ...], in like's dtype
         (at least float32) on like's device."""
         dtype = torch.promote_types(like.dtype, torch.float32)
-        table = torch.as_tensor(arr, dtype=dtype, device=like.device)  # [T]
-        out = table[t.to(like.device)]
+        out = self._device_table(arr, like.device, dtype)[t.to(like.device)]
         return out.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def _device_table(self, arr: np.ndarray | Tensor, device: torch.device, dtype) -> Tensor:
+        """``arr`` as a tensor on ``device``, converted once per (array, device, dtype): a
+        host-to-device copy in every call would stall a GPU sampler at every step. The cache
+        holds the array itself, so its id cannot be reused while the entry lives."""
+        key = (id(arr), str(device), dtype)
+        if key not in self._tables:
+            self._tables[key] = (arr, torch.as_tensor(arr, dtype=dtype, device=device))
+        return self._tables[key][1]
 
     def original_timesteps(self, t: Tensor) -> Tensor:
         """Map step indices of this diffusion to original-schedule timesteps: [B] -> [B]."""
-        return self.timestep_map.to(t.device)[t]
+        return self._device_table(self.timestep_map, t.device, torch.long)[t]
 
     def call_model(self, model: Model, x: Tensor, t: Tensor, **model_kwargs: Any) -> Tensor:
         """Run the model at original timesteps and check its [B, 2C, H, W] output."""

@@ -30,7 +30,7 @@ from pipeline.training.contrastive import (
     same_caption,
 )
 from pipeline.training.diffusion_module import NonFiniteLossError, images_to_model_range
-from pipeline.training.optim import lightning_optimizers
+from pipeline.training.optim import clip_gradient_norm, lightning_optimizers
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -118,6 +118,17 @@ class ClipModule(pl.LightningModule):
                 f"{limit}, at step {self.global_step}): lower the learning rate or check the data"
             )
         return None
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Norm clipping that keeps the fused AdamW under mixed precision (see
+        :func:`clip_gradient_norm`)."""
+        if gradient_clip_val:
+            clip_gradient_norm(self.trainer, optimizer, self.model.parameters(), gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW; like CLIP, no weight decay on gains, biases, embeddings and the logit scale."""

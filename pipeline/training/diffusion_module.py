@@ -7,7 +7,6 @@ noise schedule, the caption-drop probability and the optimiser settings.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from typing import Any
 
@@ -19,10 +18,11 @@ from pipeline.data.masks import random_masks
 from pipeline.diffusion import create_diffusion
 from pipeline.diffusion.noise_aug import noise_augment, random_levels
 from pipeline.models import create_glide_model
+from pipeline.models.execution import configure_for_training
 from pipeline.models.model_file import model_file_payload
 from pipeline.text import PAD_ID
 from pipeline.training.ema import EMA
-from pipeline.training.optim import lightning_optimizers
+from pipeline.training.optim import clip_gradient_norm, lightning_optimizers
 
 
 class NonFiniteLossError(RuntimeError):
@@ -92,9 +92,15 @@ class GlideDiffusionModule(pl.LightningModule):
             self.model.load_state_dict(init_state_dict, strict=True)
         self.diffusion = create_diffusion(diffusion["diffusion_steps"], diffusion["noise_schedule"])
         self.ema = EMA(self.model, train["ema_decay"])
+        configure_for_training(
+            self.model,
+            use_checkpoint=bool(train.get("use_checkpoint", False)),
+            channels_last=bool(train.get("channels_last", False)),
+            compile=bool(train.get("compile", False)),
+        )
         self.nonfinite_total = 0
         self.nonfinite_in_a_row = 0
-        self.recent: dict[str, deque[float]] = {}
+        self.recent: dict[str, deque[Tensor]] = {}  # the last steps' losses, kept on device
 
     # ------------------------------------------------------------------ training
     def conditioning(self, batch: dict[str, Tensor], x_start: Tensor) -> dict[str, Tensor]:
@@ -132,6 +138,8 @@ class GlideDiffusionModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         x_start = images_to_model_range(batch["image"])
+        if self.train_cfg.get("channels_last"):
+            x_start = x_start.contiguous(memory_format=torch.channels_last)
         kwargs = self.conditioning(batch, x_start)
         dropped = kwargs.pop("_dropped")
         t = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), device=self.device)
@@ -147,7 +155,7 @@ class GlideDiffusionModule(pl.LightningModule):
         finite = torch.isfinite(loss).float()
         if self.trainer.world_size > 1:
             finite = self.trainer.strategy.reduce(finite, reduce_op="min")
-        if finite.item() < 1.0:
+        if finite.item() < 1.0:  # the step's one host sync: a NaN step must skip its update
             return self._skip_nonfinite()
         self.nonfinite_in_a_row = 0
         self._log_losses(losses, t, dropped)
@@ -167,30 +175,55 @@ class GlideDiffusionModule(pl.LightningModule):
         return None
 
     def _log_losses(self, losses: dict[str, Tensor], t: Tensor, dropped: Tensor) -> None:
+        """Log the step's mean losses (tensors: no host sync); on the steps Lightning sends to
+        the logger, also the loss per timestep quartile and on kept/dropped captions."""
         values = {f"train/{name}": value.mean() for name, value in losses.items()}
-        quartile = (t * 4) // self.diffusion.num_timesteps  # [B] in 0..3
-        for q in range(4):
-            selected = quartile == q
-            if selected.any():
-                values[f"train/loss_q{q}"] = losses["loss"][selected].mean()
-        if float(self.train_cfg["caption_drop_prob"]) > 0:
-            if (~dropped).any():
-                values["train/loss_cond"] = losses["loss"][~dropped].mean()
-            if dropped.any():
-                values["train/loss_uncond"] = losses["loss"][dropped].mean()
+        if self._is_logging_step():
+            values.update(self._loss_breakdown(losses["loss"].detach(), t, dropped))
         self.log_dict(values, prog_bar=False, on_step=True, on_epoch=False)
         self.log("loss", values["train/loss"], prog_bar=True, logger=False)
         for name in ("loss", "mse", "vb"):
             window = self.recent.setdefault(name, deque(maxlen=50))
-            window.append(float(losses[name].mean().detach()))
+            window.append(losses[name].detach().mean())
+
+    def _is_logging_step(self) -> bool:
+        """Whether Lightning sends this step's metrics to the logger (every log_every_n_steps)."""
+        every = int(getattr(self.trainer, "log_every_n_steps", 1) or 1)
+        return (int(self.global_step) + 1) % every == 0
+
+    def _loss_breakdown(self, loss: Tensor, t: Tensor, dropped: Tensor) -> dict[str, Tensor]:
+        """Mean loss per timestep quartile (train/loss_q0..3) and, with caption dropping, on
+        kept (train/loss_cond) and dropped (train/loss_uncond) captions; groups this batch has
+        no example of are left out."""
+        quartile = (t * 4) // self.diffusion.num_timesteps  # [B] in 0..3
+        groups = {f"train/loss_q{q}": quartile == q for q in range(4)}
+        if float(self.train_cfg["caption_drop_prob"]) > 0:
+            groups.update({"train/loss_cond": ~dropped, "train/loss_uncond": dropped})
+        counts = torch.stack([g.sum() for g in groups.values()]).tolist()  # one host sync
+        return {
+            name: loss[selected].mean()
+            for (name, selected), count in zip(groups.items(), counts, strict=True)
+            if count
+        }
 
     def on_fit_start(self) -> None:
-        self.ema.shadow = {k: v.to(self.device) for k, v in self.ema.shadow.items()}
+        self.ema.to(self.device)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA update (before any callback, e.g. checkpointing)."""
         super().optimizer_step(*args, **kwargs)
         self.ema.update(self.model, step=self.global_step)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Norm clipping that keeps the fused AdamW under mixed precision (see
+        :func:`clip_gradient_norm`)."""
+        if gradient_clip_val:
+            clip_gradient_norm(self.trainer, optimizer, self.model.parameters(), gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.train_cfg
@@ -205,7 +238,7 @@ class GlideDiffusionModule(pl.LightningModule):
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "recent": {k: list(v) for k, v in self.recent.items()},
+            "recent": {k: [float(x) for x in v] for k, v in self.recent.items()},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -216,18 +249,20 @@ class GlideDiffusionModule(pl.LightningModule):
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.recent = {k: deque(v, maxlen=50) for k, v in state["recent"].items()}
+        self.recent = {
+            k: deque((torch.tensor(x) for x in v), maxlen=50) for k, v in state["recent"].items()
+        }
 
     # ------------------------------------------------------------------ outputs
     def ema_model(self) -> torch.nn.Module:
         """A copy of the network holding the EMA weights, in eval mode (for samples, export)."""
-        model = copy.deepcopy(self.model)
+        model = create_glide_model(**self.model_kwargs).to(self.device)  # eager, never compiled
         self.ema.copy_to(model)
         return model.eval()
 
     def final_losses(self) -> dict[str, float]:
         """Mean of the last (up to 50) steps' loss, mse and vb."""
-        return {k: sum(v) / len(v) for k, v in self.recent.items() if v}
+        return {k: sum(float(x) for x in v) / len(v) for k, v in self.recent.items() if v}
 
     def model_file(
         self, *, mlflow_run_id: str, stage: str, extra: dict[str, Any] | None = None

@@ -27,6 +27,7 @@ class EMA:
             name: t.detach().clone().float() if t.is_floating_point() else t.detach().clone()
             for name, t in model.state_dict().items()
         }
+        self._cache: tuple | None = None
 
     def decay_at(self, step: int) -> float:
         """The decay used at optimizer step ``step`` (0-based)."""
@@ -36,17 +37,33 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        """Move the shadow towards the model's current weights (after optimizer step ``step``)."""
-        floats_shadow, floats_model = [], []
-        for name, tensor in model.state_dict().items():
-            target = self.shadow[name]
-            if target.is_floating_point():
-                floats_shadow.append(target)
-                floats_model.append(tensor.detach().float())
-            else:
-                target.copy_(tensor)
-        if floats_shadow:
-            torch._foreach_lerp_(floats_shadow, floats_model, 1.0 - self.decay_at(step))
+        """Move the shadow towards the model's current weights (after optimizer step ``step``):
+        one multi-tensor lerp over every floating-point tensor, no per-tensor Python loop."""
+        shadows, lives, others = self._pairs(model)
+        for target, tensor in others:
+            target.copy_(tensor)
+        if shadows:
+            if any(t.dtype != torch.float32 for t in lives):
+                lives = [t.float() for t in lives]
+            torch._foreach_lerp_(shadows, lives, 1.0 - self.decay_at(step))
+
+    def _pairs(self, model: nn.Module) -> tuple[list, list, list]:
+        """(shadow floats, live floats, [(shadow, live) others]), built once per set of
+        parameters: rebuilt when the model's parameters are replaced (e.g. by sharding)."""
+        key = (id(model), tuple(id(p) for p in model.parameters()))
+        if self._cache is None or self._cache[0] != key:
+            live = model.state_dict(keep_vars=True)  # the tensors themselves, updated in place
+            floats = [(self.shadow[n], t) for n, t in live.items() if t.is_floating_point()]
+            others = [(self.shadow[n], t) for n, t in live.items() if not t.is_floating_point()]
+            pairs = ([s for s, _ in floats], [t.detach() for _, t in floats], others)
+            self._cache = (key, pairs)
+        return self._cache[1]
+
+    def to(self, device: torch.device | str) -> EMA:
+        """Move the shadow to ``device`` (in place; returns self)."""
+        self.shadow = {name: t.to(device) for name, t in self.shadow.items()}
+        self._cache = None
+        return self
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: t.clone() for name, t in self.shadow.items()}

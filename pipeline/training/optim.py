@@ -39,17 +39,16 @@ def build_optimizer(
     warmup_steps: int,
     max_steps: int,
     schedule: str,
-    allow_fused: bool = True,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW and its per-step LambdaLR scheduler.
 
-    AdamW is PyTorch's fused kernel where ``allow_fused`` and every parameter is a plain CPU or
+    AdamW is PyTorch's fused kernel where every parameter is a plain CPU or
     CUDA float tensor (measured on the mini base model, 8M parameters, one CPU thread: 24 ms a
     step against 110 ms for the default multi-tensor path, about 15% of a training step);
     otherwise the default implementation (e.g. FSDP's sharded parameters).
     """
     groups = list(params)
-    fused = allow_fused and _fused_supported(groups)
+    fused = _fused_supported(groups)
     optimizer = torch.optim.AdamW(
         groups, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused
     )
@@ -66,14 +65,8 @@ def build_optimizer(
 def lightning_optimizers(param_groups: list[dict[str, Any]], train: dict[str, Any]) -> dict:
     """AdamW over ``param_groups`` with a stage's settings (``lr``, ``weight_decay``,
     ``adam_betas``, ``warmup_steps``, ``max_steps``, ``lr_schedule``), in the form Lightning's
-    ``configure_optimizers`` returns: the scheduler steps with every optimizer step.
-
-    Under mixed precision (``precision`` "bf16-mixed" or "16-mixed") with gradient clipping
-    AdamW is not fused: Lightning's mixed-precision plugins refuse to clip the gradients of an
-    optimizer that unscales them itself, which the fused kernel declares it does (a RuntimeError
-    at the first step)."""
-    mixed = str(train.get("precision", "32-true")).endswith("-mixed")
-    clipped = float(train.get("grad_clip", 0.0)) > 0
+    ``configure_optimizers`` returns: the scheduler steps with every optimizer step. The module
+    clips gradients itself, so the fused kernel serves every precision."""
     optimizer, scheduler = build_optimizer(
         param_groups,
         lr=float(train["lr"]),
@@ -82,6 +75,24 @@ def lightning_optimizers(param_groups: list[dict[str, Any]], train: dict[str, An
         warmup_steps=int(train["warmup_steps"]),
         max_steps=int(train["max_steps"]),
         schedule=str(train["lr_schedule"]),
-        allow_fused=not (mixed and clipped),
     )
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def clip_gradient_norm(
+    trainer: Any,
+    optimizer: torch.optim.Optimizer,
+    parameters: Iterable[torch.Tensor],
+    max_norm: float,
+) -> None:
+    """Clip the global gradient norm of ``parameters`` to ``max_norm`` (multi-tensor, no host
+    sync): the body of the modules' ``configure_gradient_clipping``.
+
+    Lightning's own clipping refuses an optimizer that unscales its gradients itself (the fused
+    AdamW) under mixed precision; this clips any. Under 16-mixed such an optimizer's gradients
+    are unscaled here first (the grad scaler then steps it as already unscaled).
+    """
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+        scaler.unscale_(optimizer)  # Lightning left it scaled for the optimizer to unscale
+    torch.nn.utils.clip_grad_norm_(list(parameters), float(max_norm))
