@@ -149,6 +149,11 @@ class TrainConfig:
     use_gpu: bool = False
     strategy: str = "ddp"  # ddp | fsdp
     torch_threads: int = 0  # intra-op threads per worker; 0 -> cpus_per_worker
+    # Speed and memory of the step, not its result (README "GPU training"):
+    use_checkpoint: bool = False  # recompute activations in backward: less memory, more time
+    compile: bool = False  # torch.compile the network (the first steps pay the compilation)
+    compile_backend: str = "inductor"  # "aot_eager": traced, no code generated (a CPU check)
+    channels_last: bool = False  # NHWC weights and inputs for the convolutions
     skip_corrupt_samples: bool = False
     data_buffer_mb: int = (
         256  # object-store budget of the input stream: how far Ray Data reads ahead
@@ -220,7 +225,8 @@ class NoisedClipConfig:
 @dataclass
 class ClipTrainConfig(TrainConfig):
     """A CLIP training stage: TrainConfig's optimiser, checkpoint and Ray settings (the EMA,
-    caption-drop and sample-grid keys are unused) plus noising and retrieval validation."""
+    caption-drop, sample-grid, use_checkpoint, compile* and channels_last keys are unused) plus
+    noising and retrieval validation."""
 
     noised: bool = True  # train on x_t at uniformly drawn t; false: clean images (t = 0) only
     val_timesteps: list[int] = field(default_factory=lambda: [0, 250, 500, 750])
@@ -270,6 +276,8 @@ class EvaluateConfig:
     cpus_per_worker: int = 1
     use_gpu: bool = False
     torch_threads: int = 0
+    compile: bool = False  # torch.compile the sampled networks (CUDA graphs on a GPU)
+    compile_backend: str = "inductor"  # "aot_eager": traced, no code generated (a CPU check)
     seed: int = 1234
     grid_images: int = 8  # samples per condition in the report's grids
     metrics: str = "metrics/eval.json"

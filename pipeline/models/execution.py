@@ -13,6 +13,7 @@ def configure_for_training(
     use_checkpoint: bool = False,
     channels_last: bool = False,
     compile: bool = False,
+    compile_backend: str = "inductor",
 ) -> nn.Module:
     """Set up ``model`` (in place; returned) for training steps.
 
@@ -20,18 +21,19 @@ def configure_for_training(
     memory, about a third more time). ``channels_last``: NHWC weights, for convolution kernels
     that prefer it (the caller passes NHWC inputs too). ``compile``: torch.compile the forward
     in place (``nn.Module.compile``), so state-dict keys keep their names; the first steps pay
-    the compilation.
+    the compilation. ``compile_backend`` "aot_eager" traces and differentiates the forward
+    without generating code (a cheap check on a CPU, where Inductor compiles C++ for minutes).
     """
     if use_checkpoint:  # False keeps the model's own setting (GLIDE's model option)
         model.set_checkpointing(True)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:
-        model.compile()
+        model.compile(backend=compile_backend)
     return model
 
 
-def compile_for_sampling(model: nn.Module) -> nn.Module:
+def compile_for_sampling(model: nn.Module, backend: str = "inductor") -> nn.Module:
     """torch.compile ``model`` (in place; returned) for repeated same-shape sampler calls.
 
     On CUDA the compiled forward is replayed as a CUDA graph (``mode="reduce-overhead"``), which
@@ -39,5 +41,6 @@ def compile_for_sampling(model: nn.Module) -> nn.Module:
     since a sampling call repeats one batch shape at every step. Elsewhere the default mode.
     """
     on_cuda = any(p.is_cuda for p in model.parameters())
-    model.compile(mode="reduce-overhead" if on_cuda else None, dynamic=False)
+    graphs = on_cuda and backend == "inductor"
+    model.compile(backend=backend, mode="reduce-overhead" if graphs else None, dynamic=False)
     return model

@@ -97,6 +97,7 @@ class GlideDiffusionModule(pl.LightningModule):
             use_checkpoint=bool(train.get("use_checkpoint", False)),
             channels_last=bool(train.get("channels_last", False)),
             compile=bool(train.get("compile", False)),
+            compile_backend=str(train.get("compile_backend", "inductor")),
         )
         self.nonfinite_total = 0
         self.nonfinite_in_a_row = 0
