@@ -62,7 +62,13 @@ def build_evaluation_module(config: dict[str, Any], device: str) -> Any:
     paths, settings = config["paths"], config["settings"]
     expected = {"base": "text2im", "cfg": "text2im", "upsampler": "upsample", "inpaint": "inpaint"}
     models = {
-        name: load_sampling_model(paths[name], device=device, expect=variant)
+        name: load_sampling_model(
+            paths[name],
+            device=device,
+            expect=variant,
+            compile=bool(settings.get("compile", False)),
+            compile_backend=str(settings.get("compile_backend", "inductor")),
+        )
         for name, variant in expected.items()
         if name in paths
     }

@@ -159,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--clip-model", default="models/noised_clip.pt", help="default models/noised_clip.pt"
     )
     parser.add_argument("--device", default="", help="cpu, cuda, cuda:1 (default: cuda if any)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the networks (CUDA graphs on a GPU): faster steps after a first, "
+        "compiling call",
+    )
     parser.add_argument("--gpt2-encoder-json", default="", help="GPT-2 BPE models only")
     parser.add_argument("--gpt2-vocab-bpe", default="", help="GPT-2 BPE models only")
     return parser
@@ -230,6 +236,7 @@ def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tens
         expect="inpaint" if editing and not args.baseline_replace else "text2im",
         gpt2_encoder_json=args.gpt2_encoder_json,
         gpt2_vocab_bpe=args.gpt2_vocab_bpe,
+        compile=args.compile,
     )
     upsampler = None
     if args.upsample:
@@ -239,6 +246,7 @@ def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tens
             expect="upsample",
             gpt2_encoder_json=args.gpt2_encoder_json,
             gpt2_vocab_bpe=args.gpt2_vocab_bpe,
+            compile=args.compile,
         )
     if edit_inputs is not None:
         try:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from pipeline.models.execution import compile_for_sampling
 from pipeline.models.glide_unet import Text2ImUNet
 from pipeline.models.model_file import ModelFileError, load_model
 from pipeline.text import Tokenizer, get_tokenizer
@@ -53,9 +54,14 @@ def load_sampling_model(
     expect: str = "text2im",
     gpt2_encoder_json: str = "",
     gpt2_vocab_bpe: str = "",
+    compile: bool = False,
+    compile_backend: str = "inductor",
 ) -> SamplingModel:
     """Load ``path`` for sampling. ``expect`` names the variant the caller needs: ``text2im``
-    (base), ``inpaint`` or ``upsample``; a file of another variant is a ModelFileError."""
+    (base), ``inpaint`` or ``upsample``; a file of another variant is a ModelFileError.
+    ``compile``: torch.compile the network for sampling (CUDA graphs on a GPU; see
+    :func:`pipeline.models.execution.compile_for_sampling`); the first call of each batch shape
+    pays the compilation."""
     model, info = load_model(path, device=device)
     variant = {
         (False, False): "text2im",
@@ -70,6 +76,8 @@ def load_sampling_model(
         gpt2_encoder_json=gpt2_encoder_json,
         gpt2_vocab_bpe=gpt2_vocab_bpe,
     )
+    if compile:
+        compile_for_sampling(model, backend=compile_backend)
     return SamplingModel(
         model=model,
         tokenizer=tokenizer,
