@@ -156,7 +156,8 @@ def lightning_timings(module, batch, device, steps: int, warmup: int, train) -> 
         log_every_n_steps=int(train.log_every_steps),
         callbacks=[Marks()],
     )
-    trainer.fit(module, train_dataloaders=itertools.repeat(batch))
+    on_device = {k: v.to(device) for k, v in batch.items()}  # as Ray Train's feed delivers it
+    trainer.fit(module, train_dataloaders=itertools.repeat(on_device))
     per_step = (marks[str(warmup + steps)] - marks[str(warmup)]) / steps
     return {"median_step_s": per_step, "note": "mean over the timed steps (synchronised ends)"}
 
@@ -269,11 +270,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         del step
         release_memory(device)
     if args.lightning:
-        result["lightning"] = lightning_result(
-            args, cfg, stage, model_kwargs, diffusion, batch, device, flops
+        result["lightning"] = optional(
+            lightning_result, args, cfg, stage, model_kwargs, diffusion, batch, device, flops
         )
         release_memory(device)
-        if "bare" in result:
+        if "bare" in result and "median_step_s" in result["lightning"]:
             ratio = result["bare"]["median_step_s"] / result["lightning"]["median_step_s"]
             result["lightning_vs_bare_speed"] = round(ratio, 4)
     return result

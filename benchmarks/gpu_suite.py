@@ -34,9 +34,16 @@ import sample_throughput  # noqa: E402
 # (name, benchmark, arguments, seconds it is expected to take on an H200)
 SUITE = [
     ("base_b64", "gpu_step", "--batch 64 --lightning --kernels 15", 45),
+    ("nonfinite_on_device", "nonfinite", "ci", 20),
     ("fp32_device_vs_cpu", "fidelity", "", 30),
     ("upsampler_b16", "gpu_step", "--model upsampler --batch 16 --steps 5 --warmup 2", 25),
-    ("upsampler_b64", "gpu_step", "--model upsampler --batch 64 --steps 4 --warmup 2", 40),
+    ("upsampler_b32", "gpu_step", "--model upsampler --batch 32 --steps 4 --warmup 2", 30),
+    (
+        "upsampler_b64_checkpoint",
+        "gpu_step",
+        "--model upsampler --batch 64 --checkpoint --steps 3 --warmup 1",
+        40,
+    ),
     ("guided_vs_naive_b4", "sample_throughput", "--steps ddim25 --batch 4", 30),
     ("sample_latency_b4", "sample_latency", "--prompts 4 --steps ddim25", 150),
     ("base_b256", "gpu_step", "--batch 256 --steps 5 --warmup 2", 30),
@@ -53,6 +60,8 @@ def run_one(benchmark: str, argv: list[str]) -> dict[str, Any]:
         return gpu_step.measure(gpu_step.build_parser().parse_args(argv))
     if benchmark == "fidelity":
         return device_matches_cpu(argv[1])
+    if benchmark == "nonfinite":
+        return nonfinite_steps_skipped(argv[1])
     if benchmark == "sample_latency":
         return sample_latency.measure(sample_latency.build_parser().parse_args(argv))
     printed = io.StringIO()  # sample_throughput prints its JSON
@@ -99,10 +108,61 @@ def device_matches_cpu(profile: str) -> dict[str, Any]:
     return {"profile": profile, "device": str(device), "relative_error": float(error)}
 
 
+def nonfinite_steps_skipped(profile: str) -> dict[str, Any]:
+    """The Lightning module on the device, bf16-mixed: NaN steps leave the weights as one good
+    step made them (the fused AdamW skips on the device) and the run stops past the limit."""
+    import itertools
+
+    import lightning.pytorch as pl
+    from omegaconf import OmegaConf
+
+    from pipeline.config import load_config
+    from pipeline.training.diffusion_module import GlideDiffusionModule, NonFiniteLossError
+    from pipeline.training.model_setup import diffusion_settings, glide_model_kwargs
+
+    cfg = load_config([f"profile={profile}"], params_path=None)
+    kwargs = glide_model_kwargs(cfg.base_model, gpu_step.VOCAB_SIZE)
+    settings = OmegaConf.to_container(cfg.pretrain_base, resolve=True)
+    settings["max_consecutive_nonfinite"] = 3
+    good = gpu_step.random_batch(kwargs, 4, 16)
+    size = int(kwargs["image_size"])
+    bad = {**good, "image": torch.full((4, 3, size, size), float("nan"))}
+
+    def fit(batches, steps):
+        pl.seed_everything(0, verbose=False)
+        module = GlideDiffusionModule(kwargs, diffusion_settings(cfg.base_model), settings, "x")
+        trainer = pl.Trainer(
+            max_steps=steps, accelerator="auto", devices=1, precision="bf16-mixed",
+            gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        error = None
+        try:
+            trainer.fit(module, train_dataloaders=batches)
+        except NonFiniteLossError as err:
+            error = str(err)
+        return module, trainer, error
+
+    reference, _, _ = fit(itertools.repeat(good), 1)
+    module, trainer, error = fit(itertools.chain([good], itertools.repeat(bad)), 12)
+    expected = reference.model.state_dict()
+    return {
+        "fused": bool(trainer.optimizers[0].defaults["fused"]),
+        "stopped_with": error,
+        "nonfinite_total": module.nonfinite_total,
+        "steps_done": int(module.global_step),
+        "weights_equal_after_nan_steps": all(
+            torch.equal(v, expected[k]) for k, v in module.model.state_dict().items()
+        ),
+    }
+
+
 def arguments(benchmark: str, args_text: str, profile: str, smoke: bool) -> list[str]:
     argv = ["--profile", profile, *shlex.split(args_text)]
     if benchmark == "fidelity":
         return argv
+    if benchmark == "nonfinite":
+        return ["--profile", args_text]
     if smoke and benchmark == "gpu_step":
         argv += shlex.split(SMOKE) + ["--compile-backend", "aot_eager", "--threads", "2"]
     if smoke and benchmark == "sample_latency":

@@ -17,8 +17,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     h = dim // 2 (cos first, as ADM); an odd dim gets one zero column. Always float32.
     """
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs.to(t.device)[None]  # [B, half]
+    steps = torch.arange(half, dtype=torch.float32, device=t.device)  # made on t's device: a
+    freqs = torch.exp(-math.log(max_period) * steps / half)  # CPU tensor would bar CUDA graphs
+    args = t.float()[:, None] * freqs[None]  # [B, half]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # [B, 2*half]
     if dim % 2:
         emb = F.pad(emb, (0, 1))

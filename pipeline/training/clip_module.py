@@ -11,6 +11,7 @@ how much of the caption survives the noise.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -29,7 +30,8 @@ from pipeline.training.contrastive import (
     retrieval_accuracy,
     same_caption,
 )
-from pipeline.training.diffusion_module import NonFiniteLossError, images_to_model_range
+from pipeline.training.diffusion_module import images_to_model_range
+from pipeline.training.nonfinite import NonFiniteGuard
 from pipeline.training.optim import clip_gradient_norm, lightning_optimizers
 
 
@@ -64,9 +66,10 @@ class ClipModule(pl.LightningModule):
         self.diffusion = create_diffusion(diffusion["diffusion_steps"], diffusion["noise_schedule"])
         self.noised = bool(self.train_cfg["noised"])
         self.val = val
-        self.nonfinite_total = 0
-        self.nonfinite_in_a_row = 0
-        self.recent: deque[float] = deque(maxlen=50)
+        self.nonfinite = NonFiniteGuard(
+            int(self.train_cfg["max_consecutive_nonfinite"]), "CLIP steps"
+        )
+        self.recent: deque[Tensor] = deque(maxlen=50)  # the last steps' losses, on device
         self.last_validation: dict[str, float] = {}
 
     # ------------------------------------------------------------------ training
@@ -88,12 +91,13 @@ class ClipModule(pl.LightningModule):
         logits = self.model.logits(x_t, t, tokens)
         matches = same_caption(tokens)
         loss = contrastive_loss(logits, matches)
-        finite = torch.isfinite(loss).float()
+        finite = torch.isfinite(loss)
         if self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
-        if finite.item() < 1.0:
-            return self._skip_nonfinite()
-        self.nonfinite_in_a_row = 0
+            finite = self.trainer.strategy.reduce(finite.float(), reduce_op="min") > 0
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        if not self.nonfinite.keep_step(finite, optimizer, scaled, int(self.global_step)):
+            return None
         with torch.no_grad():
             hits = matches[torch.arange(len(tokens)), logits.argmax(dim=1)].float().mean()
         values = {
@@ -105,19 +109,13 @@ class ClipModule(pl.LightningModule):
             {self.log_prefix + k: v for k, v in values.items()}, on_step=True, on_epoch=False
         )
         self.log("loss", loss.detach(), prog_bar=True, logger=False)
-        self.recent.append(float(loss.detach()))
+        self.recent.append(loss.detach())
         return loss
 
-    def _skip_nonfinite(self) -> None:
-        self.nonfinite_total += 1
-        self.nonfinite_in_a_row += 1
-        limit = int(self.train_cfg["max_consecutive_nonfinite"])
-        if self.nonfinite_in_a_row >= limit:
-            raise NonFiniteLossError(
-                f"{self.nonfinite_in_a_row} consecutive CLIP steps had a NaN/inf loss (limit "
-                f"{limit}, at step {self.global_step}): lower the learning rate or check the data"
-            )
-        return None
+    @property
+    def nonfinite_total(self) -> int:
+        """Steps skipped so far for a NaN/inf loss (exact: may wait for the device)."""
+        return self.nonfinite.state_dict()["nonfinite_total"]
 
     def configure_gradient_clipping(
         self,
@@ -179,24 +177,23 @@ class ClipModule(pl.LightningModule):
     # ------------------------------------------------------------------ state and outputs
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["glide_clip"] = {
-            "nonfinite_total": self.nonfinite_total,
-            "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            "recent": list(self.recent),
+            **self.nonfinite.state_dict(),
+            "recent": [float(x) for x in self.recent],
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["glide_clip"]
-        self.nonfinite_total = int(state["nonfinite_total"])
-        self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
-        self.recent = deque(state["recent"], maxlen=50)
+        self.nonfinite.load_state_dict(state)
+        self.recent = deque((torch.tensor(x) for x in state["recent"]), maxlen=50)
 
     def final_metrics(self) -> dict[str, float]:
         """Mean loss of the last (up to 50) steps and the last retrieval validation."""
         if not self.last_validation:
             self.last_validation = self.validate_retrieval()
         out: dict[str, float] = {"nonfinite_steps": self.nonfinite_total}
-        if self.recent:
-            out["final_loss"] = sum(self.recent) / len(self.recent)
+        finite = [x for x in map(float, self.recent) if math.isfinite(x)]
+        if finite:
+            out["final_loss"] = sum(finite) / len(finite)
         out.update(self.last_validation)
         return out
 

@@ -7,6 +7,7 @@ noise schedule, the caption-drop probability and the optimiser settings.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -22,11 +23,8 @@ from pipeline.models.execution import configure_for_training
 from pipeline.models.model_file import model_file_payload
 from pipeline.text import PAD_ID
 from pipeline.training.ema import EMA
+from pipeline.training.nonfinite import NonFiniteGuard, NonFiniteLossError  # noqa: F401 (API)
 from pipeline.training.optim import clip_gradient_norm, lightning_optimizers
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised after too many consecutive steps with a NaN or infinite loss."""
 
 
 def images_to_model_range(images: Tensor) -> Tensor:
@@ -99,8 +97,7 @@ class GlideDiffusionModule(pl.LightningModule):
             compile=bool(train.get("compile", False)),
             compile_backend=str(train.get("compile_backend", "inductor")),
         )
-        self.nonfinite_total = 0
-        self.nonfinite_in_a_row = 0
+        self.nonfinite = NonFiniteGuard(int(train["max_consecutive_nonfinite"]))
         self.recent: dict[str, deque[Tensor]] = {}  # the last steps' losses, kept on device
 
     # ------------------------------------------------------------------ training
@@ -153,27 +150,21 @@ class GlideDiffusionModule(pl.LightningModule):
             p2_k=float(self.train_cfg.get("p2_k", 1.0)),
         )
         loss = losses["loss"].mean()
-        finite = torch.isfinite(loss).float()
+        finite = torch.isfinite(loss)
         if self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
-        if finite.item() < 1.0:  # the step's one host sync: a NaN step must skip its update
-            return self._skip_nonfinite()
-        self.nonfinite_in_a_row = 0
+            finite = self.trainer.strategy.reduce(finite.float(), reduce_op="min") > 0
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        if not self.nonfinite.keep_step(finite, optimizer, scaled, int(self.global_step)):
+            self.log("train/nonfinite_steps", float(self.nonfinite.total), rank_zero_only=True)
+            return None
         self._log_losses(losses, t, dropped)
         return loss
 
-    def _skip_nonfinite(self) -> None:
-        self.nonfinite_total += 1
-        self.nonfinite_in_a_row += 1
-        self.log("train/nonfinite_steps", float(self.nonfinite_total), rank_zero_only=True)
-        limit = int(self.train_cfg["max_consecutive_nonfinite"])
-        if self.nonfinite_in_a_row >= limit:
-            raise NonFiniteLossError(
-                f"{self.nonfinite_in_a_row} consecutive steps had a NaN/inf loss (limit {limit}, "
-                f"{self.nonfinite_total} in total, at step {self.global_step}): lower the "
-                "learning rate, check the data, or raise max_consecutive_nonfinite"
-            )
-        return None
+    @property
+    def nonfinite_total(self) -> int:
+        """Steps skipped so far for a NaN/inf loss (exact: may wait for the device)."""
+        return self.nonfinite.state_dict()["nonfinite_total"]
 
     def _log_losses(self, losses: dict[str, Tensor], t: Tensor, dropped: Tensor) -> None:
         """Log the step's mean losses (tensors: no host sync); on the steps Lightning sends to
@@ -181,6 +172,7 @@ class GlideDiffusionModule(pl.LightningModule):
         values = {f"train/{name}": value.mean() for name, value in losses.items()}
         if self._is_logging_step():
             values.update(self._loss_breakdown(losses["loss"].detach(), t, dropped))
+        values["train/nonfinite_steps"] = self.nonfinite.device_total()
         self.log_dict(values, prog_bar=False, on_step=True, on_epoch=False)
         self.log("loss", values["train/loss"], prog_bar=True, logger=False)
         for name in ("loss", "mse", "vb"):
@@ -235,8 +227,7 @@ class GlideDiffusionModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["glide"] = {
             "ema": self.ema.state_dict(),
-            "nonfinite_total": self.nonfinite_total,
-            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            **self.nonfinite.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "recent": {k: [float(x) for x in v] for k, v in self.recent.items()},
@@ -245,8 +236,7 @@ class GlideDiffusionModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["glide"]
         self.ema.load_state_dict(state["ema"])
-        self.nonfinite_total = int(state["nonfinite_total"])
-        self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
+        self.nonfinite.load_state_dict(state)
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -257,13 +247,16 @@ class GlideDiffusionModule(pl.LightningModule):
     # ------------------------------------------------------------------ outputs
     def ema_model(self) -> torch.nn.Module:
         """A copy of the network holding the EMA weights, in eval mode (for samples, export)."""
-        model = create_glide_model(**self.model_kwargs).to(self.device)  # eager, never compiled
-        self.ema.copy_to(model)
+        with torch.device("meta"):  # no initialisation: no random draws, nothing computed
+            model = create_glide_model(**self.model_kwargs)
+        model = model.to_empty(device=self.device)  # a fresh, eager (never compiled) network
+        self.ema.copy_to(model)  # every state-dict entry: the whole network is written
         return model.eval()
 
     def final_losses(self) -> dict[str, float]:
         """Mean of the last (up to 50) steps' loss, mse and vb."""
-        return {k: sum(float(x) for x in v) / len(v) for k, v in self.recent.items() if v}
+        finite = {k: [x for x in map(float, v) if math.isfinite(x)] for k, v in self.recent.items()}
+        return {k: sum(v) / len(v) for k, v in finite.items() if v}
 
     def model_file(
         self, *, mlflow_run_id: str, stage: str, extra: dict[str, Any] | None = None
