@@ -116,7 +116,7 @@ def test_trained_on_constants_it_keeps_a_constant_image_constant(tokenizer):
     untrained = module.ema_model()
     before = [denoising_error(module, untrained, tokenizer, colours, t) for t in (50, 200)]
     spread_before = sampled_spread(untrained)
-    fit(module, None, steps=300, batches=constant_batches(tokenizer))
+    fit(module, None, steps=400, batches=constant_batches(tokenizer))
     trained = module.ema_model()
     after = [denoising_error(module, trained, tokenizer, colours, t) for t in (50, 200)]
     for (error, spread), (error_0, spread_0) in zip(after, before, strict=True):
