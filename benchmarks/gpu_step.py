@@ -112,7 +112,9 @@ def time_steps(step, device: torch.device, steps: int, warmup: int) -> dict[str,
         synchronize(device)
         times.append(time.perf_counter() - start)
     times.sort()
+    peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     return {
+        "peak_memory_gb": round(peak, 2) if peak is not None else None,  # the timed steps'
         "median_step_s": times[len(times) // 2],
         "min_step_s": times[0],
         "max_step_s": times[-1],
@@ -217,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--checkpoint", action="store_true", help="gradient checkpointing")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="NHWC (bare step only; slower on an H200)"
+    )
     parser.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN autotuning")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--kernels", type=int, default=0, help="profile a bare step: top N kernels")
@@ -305,7 +309,6 @@ def lightning_result(args, cfg, stage, model_kwargs, diffusion, batch, device, f
     settings = OmegaConf.to_container(train, resolve=True)
     settings.update(
         use_checkpoint=args.checkpoint,
-        channels_last=args.channels_last,
         compile=args.compile,
         compile_backend=args.compile_backend,
         max_steps=args.warmup + args.steps,
@@ -328,7 +331,7 @@ def summarise(timing: dict, batch: int, flops: int | None, device, given_peak) -
         if peak:
             out["fraction_of_peak"] = round(achieved / peak, 4)
             out["peak_tflops"] = peak
-    if device.type == "cuda":
+    if device.type == "cuda" and out.get("peak_memory_gb") is None:
         out["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
     return out
 

@@ -153,7 +153,6 @@ class TrainConfig:
     use_checkpoint: bool = False  # recompute activations in backward: less memory, more time
     compile: bool = False  # torch.compile the network (the first steps pay the compilation)
     compile_backend: str = "inductor"  # "aot_eager": traced, no code generated (a CPU check)
-    channels_last: bool = False  # NHWC weights and inputs for the convolutions
     skip_corrupt_samples: bool = False
     data_buffer_mb: int = (
         256  # object-store budget of the input stream: how far Ray Data reads ahead
@@ -225,7 +224,7 @@ class NoisedClipConfig:
 @dataclass
 class ClipTrainConfig(TrainConfig):
     """A CLIP training stage: TrainConfig's optimiser, checkpoint and Ray settings (the EMA,
-    caption-drop, sample-grid, use_checkpoint, compile* and channels_last keys are unused) plus
+    caption-drop, sample-grid, use_checkpoint and compile* keys are unused) plus
     noising and retrieval validation."""
 
     noised: bool = True  # train on x_t at uniformly drawn t; false: clean images (t = 0) only

@@ -93,7 +93,6 @@ class GlideDiffusionModule(pl.LightningModule):
         configure_for_training(
             self.model,
             use_checkpoint=bool(train.get("use_checkpoint", False)),
-            channels_last=bool(train.get("channels_last", False)),
             compile=bool(train.get("compile", False)),
             compile_backend=str(train.get("compile_backend", "inductor")),
         )
@@ -136,8 +135,6 @@ class GlideDiffusionModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         x_start = images_to_model_range(batch["image"])
-        if self.train_cfg.get("channels_last"):
-            x_start = x_start.contiguous(memory_format=torch.channels_last)
         kwargs = self.conditioning(batch, x_start)
         dropped = kwargs.pop("_dropped")
         t = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), device=self.device)
