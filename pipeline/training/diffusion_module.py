@@ -153,7 +153,9 @@ class GlideDiffusionModule(pl.LightningModule):
         optimizer = self.optimizers(use_pl_optimizer=False)
         scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
         if not self.nonfinite.keep_step(finite, optimizer, scaled, int(self.global_step)):
-            self.log("train/nonfinite_steps", float(self.nonfinite.total), rank_zero_only=True)
+            self.log(
+                "train/nonfinite_steps", float(self.nonfinite.total), on_step=True, on_epoch=False
+            )
             return None
         self._log_losses(losses, t, dropped)
         return loss
