@@ -57,7 +57,8 @@ class StepProgressLog(pl.Callback):
 
 class SampleGridCallback(pl.Callback):
     """Every ``every_n_steps`` (and at the end), sample fixed prompts with the EMA weights at each
-    guidance scale and log the captioned grid to MLflow (``samples/step_XXXXXXX.png``).
+    guidance scale and log the captioned grid to MLflow (``samples/step_XXXXXXX.png``). Rank 0
+    samples; with sharded (FSDP) weights the other workers help gather the EMA weights first.
 
     Sampling uses its own seeded generator, so training randomness is unaffected.
     """
@@ -178,11 +179,15 @@ class SampleGridCallback(pl.Callback):
 
     def _maybe_sample(self, trainer: pl.Trainer, module: Any, force: bool) -> None:
         step = trainer.global_step
-        if not self.prompts or not trainer.is_global_zero or step == self._done_step:
+        if not self.prompts or step == self._done_step:
             return
         if not force and (self.every_n_steps <= 0 or step % self.every_n_steps != 0):
             return
         self._done_step = step
+        if not trainer.is_global_zero:  # rank 0 samples; sharded averages need us to gather
+            if module.ema.sharded:
+                module.ema.state_dict()
+            return
         self.last_grid = self.make_grid(module)
         if self.log_image is not None:
             self.log_image(self.last_grid, f"samples/step_{step:07d}.png")

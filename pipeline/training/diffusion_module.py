@@ -185,7 +185,7 @@ class GlideDiffusionModule(pl.LightningModule):
             window.append(float(losses[name].mean().detach()))
 
     def on_fit_start(self) -> None:
-        self.ema.shadow = {k: v.to(self.device) for k, v in self.ema.shadow.items()}
+        self.ema.place_like(self.model)  # the model's device; its shards under FSDP
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA update (before any callback, e.g. checkpointing)."""
@@ -220,7 +220,16 @@ class GlideDiffusionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ outputs
     def ema_model(self) -> torch.nn.Module:
-        """A copy of the network holding the EMA weights, in eval mode (for samples, export)."""
+        """A copy of the network holding the EMA weights, in eval mode (for samples, export).
+
+        Sharded (FSDP): an unsharded network of the gathered averages; every worker must call
+        this, or at least ``self.ema.state_dict()``, which gathers them.
+        """
+        if self.ema.sharded:
+            with torch.random.fork_rng(devices=[]):  # building must not move the training RNG
+                model = create_glide_model(**self.model_kwargs)
+            model.load_state_dict(self.ema.state_dict())
+            return model.to(self.device).eval()
         model = copy.deepcopy(self.model)
         self.ema.copy_to(model)
         return model.eval()
@@ -232,9 +241,13 @@ class GlideDiffusionModule(pl.LightningModule):
     def model_file(
         self, *, mlflow_run_id: str, stage: str, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """The model file payload with the EMA weights; ``extra``: provenance to record."""
+        """The model file payload with the EMA weights; ``extra``: provenance to record.
+        Sharded (FSDP): every worker must call this (the averages are gathered)."""
         return model_file_payload(
-            {k: v.float() if v.is_floating_point() else v for k, v in self.ema.shadow.items()},
+            {
+                k: v.float() if v.is_floating_point() else v
+                for k, v in self.ema.state_dict().items()
+            },
             self.model.config,
             diffusion=self.diffusion_settings,
             tokenizer=self.tokenizer_identity,

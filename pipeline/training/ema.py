@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.training.sharded_tensors import copy_into, full_tensor, is_sharded, shard_like
+
 
 class EMA:
     """Keeps ``shadow = decay * shadow + (1 - decay) * param`` for every floating-point tensor.
@@ -16,6 +18,9 @@ class EMA:
     average does not drag the random initial weights along for the first ~1/(1-decay) steps (short
     runs: measured on the mini profile, a 0.99 EMA without warm-up still sampled pure noise at
     step 250 while the raw weights drew shapes).
+
+    Sharded training (FSDP): after :meth:`place_like` each worker averages only its shard;
+    :meth:`state_dict` then gathers the whole averages, so every worker must call it.
     """
 
     def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
@@ -48,8 +53,20 @@ class EMA:
         if floats_shadow:
             torch._foreach_lerp_(floats_shadow, floats_model, 1.0 - self.decay_at(step))
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the averages are sharded across workers (FSDP)."""
+        return any(is_sharded(t) for t in self.shadow.values())
+
+    def place_like(self, model: nn.Module) -> None:
+        """Keep each average where the model keeps its weight: on its device, and sharded as it
+        is (FSDP), so that :meth:`update` stays local to each worker."""
+        current = model.state_dict()
+        self.shadow = {name: shard_like(t, current[name]) for name, t in self.shadow.items()}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: t.clone() for name, t in self.shadow.items()}
+        """The whole averages (gathered from every worker when sharded)."""
+        return {name: full_tensor(t).clone() for name, t in self.shadow.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = set(self.shadow) - set(state)
@@ -60,7 +77,7 @@ class EMA:
                 f"unexpected {sorted(unexpected)[:5]}"
             )
         for name, tensor in state.items():
-            self.shadow[name].copy_(tensor)
+            copy_into(self.shadow[name], tensor)
 
     def copy_to(self, model: nn.Module) -> None:
         """Load the averaged weights into ``model`` (cast to its dtypes)."""
