@@ -169,6 +169,17 @@ def _replica_metrics(module: Any, stage: str, world: int) -> dict[str, Any]:
     return metrics
 
 
+def _require_planned_checkpoint(last: Path, planned_step: int) -> None:
+    """The data streams start where the checkpoint the driver read left off: refuse another one
+    (a run of the same stage still writing checkpoints, e.g. workers of a killed driver)."""
+    found = checkpoint_step(last)
+    if found != planned_step:
+        raise RuntimeError(
+            f"{last} is at step {found}, but this run was planned from step {planned_step}: "
+            "another run of this stage is still writing there; let it end, then run again"
+        )
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Ray Train worker: the stage's module (``config["worker_parts"]``, default the diffusion
     one), its data stream and a Lightning Trainer; fit; report the final model."""
@@ -232,6 +243,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     )
     trainer = prepare_trainer(trainer)
     last = ckpt_dir / "last.ckpt"
+    _require_planned_checkpoint(last, int(config["resumed_step"]))
     trainer.fit(module, train_dataloaders=feed, ckpt_path=str(last) if last.exists() else None)
 
     metrics = {"step": int(module.global_step), **parts.final_metrics()}
@@ -335,6 +347,7 @@ def fit_on_ray(
         "worker_parts": worker_parts,
         "worker_data": worker_data or {},
         "starved_hint": _starved_hint(demand),
+        "resumed_step": resumed_step,
     }
     resources = {"CPU": float(train.cpus_per_worker)}
     if train.use_gpu:

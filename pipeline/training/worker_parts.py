@@ -76,11 +76,7 @@ def diffusion_worker_parts(
         return metrics
 
     def write_extras(folder: Path | None) -> None:
-        if grids.last_grid is None and grids.prompts:  # resumed at max_steps: no train hooks ran
-            if folder is not None:
-                grids.last_grid = grids.make_grid(module)
-            elif module.ema.sharded:
-                module.ema.state_dict()  # rank 0's grid gathers the sharded averages with us
+        grids.sample_now(module, folder is not None)  # resumed at max_steps: no train hooks ran
         if folder is not None and grids.last_grid is not None:
             grids.last_grid.save(folder / FINAL_GRID)
 
