@@ -98,7 +98,7 @@ def shortfall(demand: Demand, capacity: Capacity, ray_cfg: Any) -> str | None:
     if capacity.cpus < demand.cpus:
         return (
             f"{s} needs {demand.cpus:g} CPUs: {demand.num_workers} workers x "
-            f"{demand.cpus_per_worker:g} CPUs ({s}.num_workers x {s}.cpus_per_worker) plus "
+            f"{demand.cpus_per_worker:g} ({s}.num_workers x {s}.cpus_per_worker) plus "
             f"{demand.input_streams * INPUT_CPUS_PER_STREAM} for the Ray Data input pipeline "
             f"that feeds them; {where} has {capacity.cpus:g}. Without those CPUs the input "
             f"pipeline cannot run and training would wait forever. {change}"
