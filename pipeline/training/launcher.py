@@ -277,6 +277,48 @@ def _starved_hint(demand: Demand) -> str:
     )
 
 
+def _torch_trainer(
+    train: DictConfig, loop_config: dict, datasets: dict, ingest: Any, name: str
+) -> Any:
+    """The Ray Train trainer of a stage: its workers, no retries, one stream per worker
+    (``ingest``: the streams' Ray Data options)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": float(train.cpus_per_worker)}
+    if train.use_gpu:
+        resources["GPU"] = 1.0
+    ckpt_dir = Path(loop_config["checkpoint_dir"])
+    return TorchTrainer(
+        _train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=int(train.num_workers),
+            use_gpu=bool(train.use_gpu),
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{name}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(ckpt_dir.parent / "ray_results"),
+            failure_config=no_retry_failure_config(),
+        ),
+        datasets=datasets,
+        # Each worker iterates its own stream (no split coordinator: an actor that polls a CPU
+        # core, a third of a 2-core machine's training throughput, and splits by timing).
+        dataset_config=ray.train.DataConfig(datasets_to_split=[], execution_options=ingest),
+    )
+
+
+def _copy_outputs(folder: Path, output: Path, grid_output: str | Path | None) -> dict[str, Any]:
+    """Write the model file (and the final grid) reported by rank 0; return its metrics."""
+    with atomic_output_path(output) as tmp:
+        shutil.copyfile(folder / FINAL_MODEL, tmp)
+    if grid_output is not None and (folder / FINAL_GRID).exists():
+        with atomic_output_path(grid_output) as tmp:
+            shutil.copyfile(folder / FINAL_GRID, tmp)
+    return json.loads((folder / "metrics.json").read_text())
+
+
 def fit_on_ray(
     cfg: DictConfig,
     *,
@@ -311,9 +353,6 @@ def fit_on_ray(
     Raises ``InsufficientResourcesError`` (naming the settings to change) when the cluster
     cannot run the workers and their input pipeline.
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     train = cfg[stage]
     world = int(train.num_workers)
     global_batch = int(train.batch_size)
@@ -349,39 +388,12 @@ def fit_on_ray(
         "starved_hint": _starved_hint(demand),
         "resumed_step": resumed_step,
     }
-    resources = {"CPU": float(train.cpus_per_worker)}
-    if train.use_gpu:
-        resources["GPU"] = 1.0
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=world, use_gpu=bool(train.use_gpu), resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=f"{stage}-{fingerprint}-{uuid.uuid4().hex[:8]}",
-            storage_path=str(ckpt_dir.parent / "ray_results"),
-            failure_config=no_retry_failure_config(),
-        ),
-        datasets=datasets,
-        # Each worker iterates its own stream (no split coordinator: an actor that polls a CPU
-        # core, a third of a 2-core machine's training throughput, and splits by timing).
-        dataset_config=ray.train.DataConfig(
-            datasets_to_split=[],
-            execution_options=ingest_options(
-                int(train.data_buffer_mb), input_cpus_per_stream(capacity, demand)
-            ),
-        ),
-    )
+    ingest = ingest_options(int(train.data_buffer_mb), input_cpus_per_stream(capacity, demand))
+    trainer = _torch_trainer(train, loop_config, datasets, ingest, name=f"{stage}-{fingerprint}")
     result = fit_within_timeout(trainer, demand, float(cfg.ray.resource_timeout_s))
     if result.checkpoint is None:
         raise RuntimeError(f"stage {stage}: training ended without a final model")
     with result.checkpoint.as_directory() as folder:
-        with atomic_output_path(train.output) as tmp:
-            shutil.copyfile(Path(folder) / FINAL_MODEL, tmp)
-        if grid_output is not None and (Path(folder) / FINAL_GRID).exists():
-            with atomic_output_path(grid_output) as tmp:
-                shutil.copyfile(Path(folder) / FINAL_GRID, tmp)
-        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+        metrics = _copy_outputs(Path(folder), Path(train.output), grid_output)
     metrics["resumed_from_step"] = resumed_step
     return metrics
