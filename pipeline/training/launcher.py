@@ -42,7 +42,7 @@ from pipeline.data.ray_capacity import (
     training_demand,
 )
 from pipeline.io import atomic_output_path
-from pipeline.training.data_feed import checkpoint_step, stream_name
+from pipeline.training.data_feed import checkpoint_step, ingest_options, stream_name
 from pipeline.training.worker_parts import FINAL_GRID
 
 FINAL_MODEL = "model.pt"
@@ -188,12 +188,14 @@ def _train_loop(config: dict[str, Any]) -> None:
     from lightning.pytorch.loggers import MLFlowLogger
     from ray.train.lightning import RayLightningEnvironment, prepare_trainer
 
+    from pipeline.data.ray_session import configure_data_context
     from pipeline.training.checkpoint_io import AtomicCheckpointIO
     from pipeline.training.data_feed import StepFeed
     from pipeline.training.worker_parts import resolve_parts
 
     _raise_priority()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per worker
+    configure_data_context()  # the worker runs its stream's Ray Data executor: quiet it too
     cfg = OmegaConf.create(config["cfg"])
     stage = config["stage"]
     train = cfg[stage]
@@ -249,24 +251,6 @@ def _train_loop(config: dict[str, Any]) -> None:
     metrics = {"step": int(module.global_step), **parts.final_metrics()}
     metrics.update(_replica_metrics(module, stage, world))
     _finish(config, parts, metrics, rank)
-
-
-def ingest_options(buffer_mb: int, cpus: int) -> Any:
-    """Ray Data options for one worker's training stream: fixed order, a bounded read-ahead and
-    at most ``cpus`` CPUs (its share of the cluster's CPUs beside the workers, so that no
-    stream can take the CPUs another one needs).
-
-    Without a bound the stream reads far ahead of a slow (CPU) trainer, fills the object store
-    and spills; the executor thread then competes with training for the CPU and the GIL
-    (measured on 2 cores, mini: 24 img/s fell to 7 img/s once spilling began).
-    """
-    from ray.data import ExecutionOptions, ExecutionResources
-
-    return ExecutionOptions(
-        resource_limits=ExecutionResources(cpu=cpus, object_store_memory=buffer_mb * 2**20),
-        preserve_order=True,
-        verbose_progress=False,
-    )
 
 
 def _starved_hint(demand: Demand) -> str:
