@@ -202,6 +202,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_upsampler(cfg)
     _validate_clip(cfg)
     _validate_evaluate(cfg.evaluate)
+    _require(cfg.ray.resource_timeout_s > 0, "ray.resource_timeout_s", "must be positive")
 
 
 def _validate_evaluate(ev: DictConfig) -> None:
@@ -286,6 +287,12 @@ def _validate_clip(cfg: DictConfig) -> None:
     for stage in ("train_noised_clip", "eval_clip"):
         train = cfg[stage]
         _validate_training(train, stage)
+        _require(
+            train.strategy == "ddp",
+            f"{stage}.strategy",
+            "must be ddp: sharded training (fsdp) is for the diffusion stages; a CLIP of these "
+            "sizes fits on one device",
+        )
         _require(train.batch_size >= 2, f"{stage}.batch_size", "a contrastive batch needs 2+")
         _require(train.val_samples >= 2, f"{stage}.val_samples", "must be at least 2")
         _require(
@@ -317,10 +324,13 @@ def _validate_training(train: DictConfig, stage: str) -> None:
         f"{stage}.lr_schedule",
         "must be constant or cosine",
     )
+    _require(train.num_workers >= 1, f"{stage}.num_workers", "must be at least 1")
+    _require(train.cpus_per_worker >= 1, f"{stage}.cpus_per_worker", "must be at least 1")
     _require(
-        train.batch_size % max(1, train.num_workers) == 0,
+        train.batch_size % train.num_workers == 0,
         f"{stage}.batch_size",
-        f"must be divisible by num_workers ({train.num_workers})",
+        f"must be divisible by num_workers ({train.num_workers}): it is the global batch, "
+        "split equally between the workers",
     )
 
 

@@ -17,12 +17,18 @@ from omegaconf import MISSING
 
 @dataclass
 class RayConfig:
-    """Where Ray runs. ``address`` empty starts a local Ray with the given resources."""
+    """Where Ray runs. ``address`` empty starts a local Ray with the given resources.
+
+    ``resource_timeout_s``: the longest any stage waits for cluster resources (a remote cluster
+    to offer the CPUs/GPUs its workers and input pipeline need, the training workers to start, a
+    batch from the input pipeline) before it fails with an error naming the settings to change.
+    """
 
     address: str = ""
     num_cpus: int = 2
     object_store_memory_mb: int = 512
     include_dashboard: bool = False
+    resource_timeout_s: int = 600
 
 
 @dataclass

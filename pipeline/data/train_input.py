@@ -18,22 +18,26 @@ gives a different order; the same ``(seed, epoch)`` gives the same order on ever
 Several epochs can be chained into one stream (``num_epochs``), which is what a trainer that
 counts steps (not epochs) wants: the dataset handed to Ray Train covers the whole run.
 
-Resuming mid-epoch (how the trainer does it):
+Several workers (data parallel). Worker ``rank`` of ``world_size`` reads its own part of each
+epoch: the epoch's permuted sequence of ``E`` samples is cut into ``world_size`` equal, contiguous
+parts of ``E // world_size`` samples (:func:`part_size`; the last ``E % world_size`` samples of
+each epoch's order are left out), and worker ``rank`` gets part ``rank``. So the workers read
+disjoint samples within an epoch, every worker's stream is fixed by ``(seed, world_size, rank)``,
+and since all parts have the same length the workers move from epoch to epoch together. With one
+worker the part is the whole epoch, in the order above.
 
-1. Count the samples consumed since the start of training, from epoch 0:
-   ``consumed = global_step * batch_size * world_size`` (``drop_last=True`` batches), plus the
-   offset the run started from.
-2. ``epoch, skip = resume_position(consumed, samples_per_epoch(manifest, "train"))``.
-3. ``training_dataset(..., seed=seed, epoch=epoch, skip_samples=skip, num_epochs=n)``. The
-   skipped samples are dropped before decoding (whole shards by the manifest's counts, then
-   inside the shard after its permutation), so resuming costs nothing, and the stream continues
-   exactly where the interrupted run was, for one Ray Train worker. Equivalently, a trainer may
-   build ``epoch`` with ``skip_samples=0`` and skip the first ``k`` batches itself.
+Resuming mid-epoch (how the trainer does it), per worker:
 
-With several Ray Train workers, ``get_dataset_shard`` splits this one stream between them
-dynamically: the set of samples per epoch is fixed but which worker gets which block may vary,
-so resuming is exact in the number of samples, not per worker. Samples dropped as corrupt with
-``skip_corrupt`` shift later positions (they are counted in a :func:`corruption_tally`).
+1. Count the samples this worker consumed since the start of training:
+   ``consumed = global_step * per_worker_batch`` (``drop_last=True`` batches).
+2. ``epoch, skip = resume_position(consumed, part_size(samples_per_epoch(manifest), world))``.
+3. ``training_dataset(..., seed=seed, epoch=epoch, skip_samples=skip, num_epochs=n, rank=rank,
+   world_size=world)``. The skipped samples are dropped before decoding (whole shards by the
+   manifest's counts, then inside the shard after its permutation), so resuming costs nothing,
+   and the stream continues exactly where the interrupted run was.
+
+Samples dropped as corrupt with ``skip_corrupt`` shift later positions of that worker's stream
+(they are counted in a :func:`corruption_tally`).
 
 Ray Train converts batches with ``iter_torch_batches``, which refuses string columns: pass
 ``collate_fn=collate_to_torch`` (a :class:`CollateToTorch`; strings become lists), or use :func:`tokenize_captions` with
@@ -79,6 +83,13 @@ def resume_position(samples_consumed: int, epoch_size: int) -> tuple[int, int]:
     return divmod(int(samples_consumed), int(epoch_size))
 
 
+def part_size(epoch_size: int, world_size: int) -> int:
+    """Samples per epoch that each of ``world_size`` workers reads (the rest are left out)."""
+    if world_size < 1:
+        raise ValueError("world_size must be >= 1")
+    return int(epoch_size) // int(world_size)
+
+
 def epoch_plan(
     manifest: dict[str, Any],
     shard_dir: str | os.PathLike[str],
@@ -88,35 +99,44 @@ def epoch_plan(
     epoch: int,
     num_epochs: int = 1,
     skip_samples: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> list[dict[str, Any]]:
-    """The read tasks, in stream order: ``{"path", "shard_id", "epoch", "skip", "expected"}``."""
+    """The read tasks of worker ``rank``, in stream order: ``{"path", "shard_id", "epoch",
+    "skip", "stop", "expected"}`` (rows ``skip:stop`` of the shard's permuted order)."""
     shards = split_shards(manifest, split)
     if not shards:
         raise ValueError(f"split {split!r} of {shard_dir} has no shards")
     if num_epochs < 1:
         raise ValueError("num_epochs must be >= 1")
-    epoch_size = sum(int(s["num_samples"]) for s in shards)
-    if not 0 <= skip_samples < epoch_size:
-        raise ValueError(f"skip_samples must be in [0, {epoch_size}) for split {split!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    part = part_size(sum(int(s["num_samples"]) for s in shards), world_size)
+    if part < 1:
+        raise ValueError(f"split {split!r} has fewer samples than the {world_size} workers")
+    if not 0 <= skip_samples < part:
+        raise ValueError(f"skip_samples must be in [0, {part}) for split {split!r}")
     plan = []
     for e in range(epoch, epoch + num_epochs):
-        to_skip = skip_samples if e == epoch else 0
+        first = rank * part + (skip_samples if e == epoch else 0)  # in the epoch's sequence
+        end = (rank + 1) * part
+        offset = 0
         for shard_id in _rng(seed, e).permutation(len(shards)):
             shard = shards[int(shard_id)]
             count = int(shard["num_samples"])
-            if to_skip >= count:
-                to_skip -= count
-                continue
-            plan.append(
-                {
-                    "path": str(Path(shard_dir) / shard["path"]),
-                    "shard_id": int(shard_id),
-                    "epoch": e,
-                    "skip": to_skip,
-                    "expected": count,
-                }
-            )
-            to_skip = 0
+            lo, hi = max(first, offset), min(end, offset + count)
+            if lo < hi:
+                plan.append(
+                    {
+                        "path": str(Path(shard_dir) / shard["path"]),
+                        "shard_id": int(shard_id),
+                        "epoch": e,
+                        "skip": lo - offset,
+                        "stop": hi - offset,
+                        "expected": count,
+                    }
+                )
+            offset += count
     return plan
 
 
@@ -137,11 +157,12 @@ def read_shard_rows(
     columns = [*images, "low_res"] if low_res_key else images
     if low_res_key:
         images = [*images, low_res_key]
-    for path, shard_id, epoch, skip, expected in zip(
+    for path, shard_id, epoch, skip, stop, expected in zip(
         batch["path"],
         batch["shard_id"],
         batch["epoch"],
         batch["skip"],
+        batch["stop"],
         batch["expected"],
         strict=True,
     ):
@@ -154,7 +175,7 @@ def read_shard_rows(
             counter.record(error, samples)
 
         raws = list(iter_raw_samples(path, on_corrupt, expected_samples=int(expected)))
-        order = _rng(seed, int(epoch), int(shard_id)).permutation(len(raws))[int(skip) :]
+        order = _rng(seed, int(epoch), int(shard_id)).permutation(len(raws))[int(skip) : int(stop)]
         rows: list[dict[str, Any]] = []
         for i in order:
             try:
@@ -204,8 +225,13 @@ def training_dataset(
     verify_sha256: bool = True,
     manifest: dict[str, Any] | None = None,
     tally: Any = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Any:
     """A Ray Dataset of training rows in a fixed order for ``(seed, epoch)``; see module doc.
+
+    ``rank`` / ``world_size``: the stream of one of several data-parallel workers (its part of
+    every epoch); ``skip_samples`` then counts within that part.
 
     ``manifest`` (from :func:`read_manifest`) avoids re-reading and re-hashing it; otherwise it
     is read with ``verify_sha256``. ``tally`` (from :func:`corruption_tally`) collects the
@@ -236,6 +262,8 @@ def training_dataset(
         epoch=epoch,
         num_epochs=num_epochs,
         skip_samples=skip_samples,
+        rank=rank,
+        world_size=world_size,
     )
     configure_data_context()
     ds = ray.data.from_items(plan, override_num_blocks=len(plan))

@@ -81,9 +81,16 @@ def evaluate_on_ray(
 
     ``model_paths``: ``cfg`` (required), ``upsampler``, ``inpaint``, ``noised_clip``,
     ``eval_clip``, ``reference`` (a torch file of the cached reference features).
+    ``settings["resource_timeout_s"]``: the longest wait for the workers to start.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
+
+    from pipeline.data.ray_capacity import (
+        evaluation_demand,
+        fit_within_timeout,
+        no_retry_failure_config,
+    )
 
     resources = {"CPU": float(settings["cpus_per_worker"])}
     if settings["use_gpu"]:
@@ -99,14 +106,15 @@ def evaluate_on_ray(
         run_config=ray.train.RunConfig(
             name=f"evaluate-{uuid.uuid4().hex[:8]}",
             storage_path=str(work_dir.resolve() / "ray_results"),
-            failure_config=ray.train.FailureConfig(max_failures=0),
+            failure_config=no_retry_failure_config(),
         ),
         datasets={"eval": dataset},
         dataset_config=ray.train.DataConfig(
             datasets_to_split="all" if int(settings["num_workers"]) > 1 else []
         ),
     )
-    result = trainer.fit()
+    demand = evaluation_demand("evaluate", settings)
+    result = fit_within_timeout(trainer, demand, float(settings["resource_timeout_s"]))
     if result.checkpoint is None:
         raise RuntimeError("evaluation ended without results")
     with result.checkpoint.as_directory() as folder:

@@ -147,17 +147,20 @@ def grid_images(grids: dict[str, np.ndarray], results: dict[str, Any]) -> dict[s
 def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
     """Evaluate the pipeline's models; write metrics, plots, grids and the report."""
     from pipeline.data import init_ray
+    from pipeline.data.ray_capacity import evaluation_demand, require_capacity
     from pipeline.evaluation.launcher import evaluate_on_ray
     from pipeline.evaluation.report import check_claims, markdown_report
     from pipeline.evaluation.stage_models import existing_model_paths, save_reference
 
     ev = cfg.evaluate
+    settings = OmegaConf.to_container(ev, resolve=True)
+    init_ray(cfg.ray)
+    require_capacity(cfg.ray, evaluation_demand("evaluate", settings))  # before any work
     examples, data, source = evaluation_examples(cfg)
     references = reference_features(cfg, examples)
     paths = existing_model_paths(model_paths(cfg))
-    settings = OmegaConf.to_container(ev, resolve=True)
     settings["scene_readout"] = scene_readout_palette(cfg, source)
-    init_ray(cfg.ray)
+    settings["resource_timeout_s"] = int(cfg.ray.resource_timeout_s)
     with tempfile.TemporaryDirectory(prefix="glide-eval-") as tmp:
         reference_file = Path(tmp) / "reference.pt"
         save_reference(references, reference_file)

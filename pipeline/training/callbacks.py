@@ -57,7 +57,8 @@ class StepProgressLog(pl.Callback):
 
 class SampleGridCallback(pl.Callback):
     """Every ``every_n_steps`` (and at the end), sample fixed prompts with the EMA weights at each
-    guidance scale and log the captioned grid to MLflow (``samples/step_XXXXXXX.png``).
+    guidance scale and log the captioned grid to MLflow (``samples/step_XXXXXXX.png``). Rank 0
+    samples; with sharded (FSDP) weights the other workers help gather the EMA weights first.
 
     Sampling uses its own seeded generator, so training randomness is unaffected.
     """
@@ -176,16 +177,26 @@ class SampleGridCallback(pl.Callback):
         cell = min(256, max(128, int(model.image_size)))
         return captioned_grid(images, captions, columns=3, cell=cell)
 
-    def _maybe_sample(self, trainer: pl.Trainer, module: Any, force: bool) -> None:
-        step = trainer.global_step
-        if not self.prompts or not trainer.is_global_zero or step == self._done_step:
-            return
-        if not force and (self.every_n_steps <= 0 or step % self.every_n_steps != 0):
+    def sample_now(self, module: Any, is_global_zero: bool) -> None:
+        """Make (rank 0) and log the grid of the current step unless it was made already. Every
+        worker calls this at the same steps: sharded (FSDP) EMA weights are gathered by all."""
+        step = int(module.global_step)
+        if not self.prompts or step == self._done_step:
             return
         self._done_step = step
+        if not is_global_zero:
+            if module.ema.sharded:
+                module.ema.state_dict()  # rank 0's ema_model() gathers with us
+            return
         self.last_grid = self.make_grid(module)
         if self.log_image is not None:
             self.log_image(self.last_grid, f"samples/step_{step:07d}.png")
+
+    def _maybe_sample(self, trainer: pl.Trainer, module: Any, force: bool) -> None:
+        step = trainer.global_step
+        if not force and (self.every_n_steps <= 0 or step % self.every_n_steps != 0):
+            return
+        self.sample_now(module, trainer.is_global_zero)
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: Any, *args: Any) -> None:
         self._maybe_sample(trainer, module, force=False)

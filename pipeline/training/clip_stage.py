@@ -23,16 +23,18 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import load_config, save_config
 from pipeline.data import init_ray, read_manifest, training_dataset
 from pipeline.data.examples import held_out_examples
-from pipeline.data.train_input import resume_position, samples_per_epoch
+from pipeline.data.ray_capacity import require_capacity, training_demand
+from pipeline.data.train_input import samples_per_epoch
 from pipeline.io import atomic_output_path, atomic_write_text
 from pipeline.models.clip_file import openai_reference_payload
 from pipeline.models.eval_clip import load_openai_clip
 from pipeline.models.noised_clip import CLIP_KEYS
 from pipeline.text.clip_tokens import clip_text_tokens, clip_vocab_size
 from pipeline.tracking import StageRun, stage_run
-from pipeline.training.data_feed import epochs_needed
+from pipeline.training.data_feed import stream_window
 from pipeline.training.diffusion_stage import manifest_digest
-from pipeline.training.launcher import WorkerParts, fit_on_ray, run_fingerprint
+from pipeline.training.launcher import fit_on_ray, run_fingerprint
+from pipeline.training.worker_parts import WorkerParts
 
 MODEL_SECTION = "noised_clip"
 STAGE = "train_noised_clip"
@@ -100,16 +102,15 @@ def train_clip(
     epoch_size = samples_per_epoch(manifest, "train")
     seed = int(cfg.seed)
 
-    def make_dataset(first_sample: int, global_batch: int) -> Any:
-        epoch, skip = resume_position(first_sample, epoch_size)
+    def make_dataset(first_sample: int, batch: int, rank: int, world_size: int) -> Any:
+        window = stream_window(first_sample, int(train.max_steps), batch, epoch_size, world_size)
         dataset = training_dataset(
             shard_dir,
             "train",
             image_key="base",
+            **window,
+            rank=rank,
             seed=seed,
-            epoch=epoch,
-            num_epochs=epochs_needed(first_sample, int(train.max_steps), global_batch, epoch_size),
-            skip_samples=skip,
             skip_corrupt=bool(train.skip_corrupt_samples),
             manifest=manifest,
         )
@@ -154,9 +155,11 @@ def run_clip_stage(
 ) -> dict[str, Any]:
     """Train the noised CLIP, then the evaluation CLIP (or record the OpenAI weights); write both
     model files and the metrics JSON ``{"noised_clip": {...}, "eval_clip": {...}}``."""
+    init_ray(cfg.ray)
+    for section in (STAGE, EVAL_STAGE):  # before any work
+        require_capacity(cfg.ray, training_demand(section, cfg[section]))
     shard_dir = Path(cfg.shard.output_dir).resolve()  # Ray workers may run in another folder
     manifest = read_manifest(shard_dir)
-    init_ray(cfg.ray)
     common = {"run": run, "shard_dir": shard_dir, "manifest": manifest}
     record: dict[str, Any] = {"noised_clip": train_clip(cfg, stage=STAGE, **common)}
     if cfg.eval_clip.openai_weights:

@@ -199,7 +199,7 @@ class GlideDiffusionModule(pl.LightningModule):
         }
 
     def on_fit_start(self) -> None:
-        self.ema.to(self.device)
+        self.ema.place_like(self.model)  # the model's device; its shards under FSDP
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA update (before any callback, e.g. checkpointing)."""
@@ -245,7 +245,11 @@ class GlideDiffusionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ outputs
     def ema_model(self) -> torch.nn.Module:
-        """A copy of the network holding the EMA weights, in eval mode (for samples, export)."""
+        """A copy of the network holding the EMA weights, in eval mode (for samples, export).
+
+        Sharded (FSDP): an unsharded network of the gathered averages; every worker must call
+        this, or at least ``self.ema.state_dict()``, which gathers them.
+        """
         with torch.device("meta"):  # no initialisation: no random draws, nothing computed
             model = create_glide_model(**self.model_kwargs)
         model = model.to_empty(device=self.device)  # a fresh, eager (never compiled) network
@@ -260,9 +264,13 @@ class GlideDiffusionModule(pl.LightningModule):
     def model_file(
         self, *, mlflow_run_id: str, stage: str, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """The model file payload with the EMA weights; ``extra``: provenance to record."""
+        """The model file payload with the EMA weights; ``extra``: provenance to record.
+        Sharded (FSDP): every worker must call this (the averages are gathered)."""
         return model_file_payload(
-            {k: v.float() if v.is_floating_point() else v for k, v in self.ema.shadow.items()},
+            {
+                k: v.float() if v.is_floating_point() else v
+                for k, v in self.ema.state_dict().items()
+            },
             self.model.config,
             diffusion=self.diffusion_settings,
             tokenizer=self.tokenizer_identity,

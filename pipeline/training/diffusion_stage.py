@@ -15,11 +15,12 @@ from pipeline.config import load_config, save_config
 from pipeline.data import init_ray, read_manifest, tokenize_captions, training_dataset
 from pipeline.data.examples import held_out_examples
 from pipeline.data.manifest import MANIFEST_NAME
-from pipeline.data.train_input import resume_position, samples_per_epoch
+from pipeline.data.ray_capacity import require_capacity, training_demand
+from pipeline.data.train_input import samples_per_epoch
 from pipeline.io import atomic_write_text, sha256_file
 from pipeline.models.model_file import read_model_file, require_compatible
 from pipeline.tracking import StageRun, stage_run
-from pipeline.training.data_feed import epochs_needed
+from pipeline.training.data_feed import stream_window
 from pipeline.training.launcher import fit_on_ray, run_fingerprint
 from pipeline.training.model_setup import (
     build_tokenizer,
@@ -86,11 +87,12 @@ def run_diffusion_stage(
     high-res images with the base images as low-res inputs (``train.crop_size`` crops).
     """
     train = cfg[stage]
+    init_ray(cfg.ray)
+    require_capacity(cfg.ray, training_demand(stage, train))  # before any work
     model_cfg = cfg[model_section]
-    shard_dir = Path(cfg.shard.output_dir)
+    shard_dir = Path(cfg.shard.output_dir).resolve()  # Ray workers may run in another folder
     manifest = read_manifest(shard_dir)
     tokenizer = build_tokenizer(model_cfg)
-    init_ray(cfg.ray)
     epoch_size = samples_per_epoch(manifest, "train")
     model_kwargs = {
         **glide_model_kwargs(model_cfg, tokenizer.vocab_size),
@@ -98,16 +100,15 @@ def run_diffusion_stage(
     }
     images = input_images(model_kwargs, train)
 
-    def make_dataset(first_sample: int, global_batch: int) -> Any:
-        epoch, skip = resume_position(first_sample, epoch_size)
+    def make_dataset(first_sample: int, batch: int, rank: int, world_size: int) -> Any:
+        window = stream_window(first_sample, int(train.max_steps), batch, epoch_size, world_size)
         dataset = training_dataset(
             shard_dir,
             "train",
             **images,
+            **window,
+            rank=rank,
             seed=int(cfg.seed),
-            epoch=epoch,
-            num_epochs=epochs_needed(first_sample, int(train.max_steps), global_batch, epoch_size),
-            skip_samples=skip,
             skip_corrupt=bool(train.skip_corrupt_samples),
             manifest=manifest,
         )

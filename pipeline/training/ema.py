@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.training.sharded_tensors import copy_into, full_tensor, is_sharded, shard_like
+
 
 class EMA:
     """Keeps ``shadow = decay * shadow + (1 - decay) * param`` for every floating-point tensor.
@@ -16,6 +18,9 @@ class EMA:
     average does not drag the random initial weights along for the first ~1/(1-decay) steps (short
     runs: measured on the mini profile, a 0.99 EMA without warm-up still sampled pure noise at
     step 250 while the raw weights drew shapes).
+
+    Sharded training (FSDP): after :meth:`place_like` each worker averages only its shard;
+    :meth:`state_dict` then gathers the whole averages, so every worker must call it.
     """
 
     def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
@@ -59,14 +64,21 @@ class EMA:
             self._cache = (key, pairs)
         return self._cache[1]
 
-    def to(self, device: torch.device | str) -> EMA:
-        """Move the shadow to ``device`` (in place; returns self)."""
-        self.shadow = {name: t.to(device) for name, t in self.shadow.items()}
-        self._cache = None
-        return self
+    @property
+    def sharded(self) -> bool:
+        """Whether the averages are sharded across workers (FSDP)."""
+        return any(is_sharded(t) for t in self.shadow.values())
+
+    def place_like(self, model: nn.Module) -> None:
+        """Keep each average where the model keeps its weight: on its device, and sharded as it
+        is (FSDP), so that :meth:`update` stays local to each worker."""
+        current = model.state_dict()
+        self.shadow = {name: shard_like(t, current[name]) for name, t in self.shadow.items()}
+        self._cache = None  # the update's tensor lists point at the old shadow
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: t.clone() for name, t in self.shadow.items()}
+        """The whole averages (gathered from every worker when sharded)."""
+        return {name: full_tensor(t).clone() for name, t in self.shadow.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = set(self.shadow) - set(state)
@@ -77,9 +89,12 @@ class EMA:
                 f"unexpected {sorted(unexpected)[:5]}"
             )
         for name, tensor in state.items():
-            self.shadow[name].copy_(tensor)
+            copy_into(self.shadow[name], tensor)
 
     def copy_to(self, model: nn.Module) -> None:
-        """Load the averaged weights into ``model`` (cast to its dtypes)."""
+        """Load the averaged weights into ``model`` (cast to its dtypes); when sharded, the
+        gathered ones (every worker must call this)."""
         current = model.state_dict()
-        model.load_state_dict({k: v.to(dtype=current[k].dtype) for k, v in self.shadow.items()})
+        model.load_state_dict(
+            {k: full_tensor(v).to(dtype=current[k].dtype) for k, v in self.shadow.items()}
+        )

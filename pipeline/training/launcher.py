@@ -1,8 +1,8 @@
 """Run a training stage on Ray Train: TorchTrainer + Lightning, fed by Ray Data.
 
 Every stage shares this loop (checkpoints, resume, MLflow, progress log, final model); what
-differs is its LightningModule and callbacks (:class:`WorkerParts`): the diffusion stages use
-:func:`diffusion_worker_parts`, the CLIP stage ``pipeline.training.clip_stage.clip_worker_parts``.
+differs is its LightningModule and callbacks (``worker_parts.WorkerParts``): the diffusion stages
+use ``worker_parts.diffusion_worker_parts``, the CLIP stage ``clip_stage.clip_worker_parts``.
 
 The same code runs on one CPU worker (CI, laptops) and on many GPU workers of a cluster
 (``ray.address``, ``num_workers``, ``use_gpu``, ``cpus_per_worker`` from the stage's config).
@@ -10,6 +10,11 @@ Checkpoints for resuming go to ``<checkpoint_dir>/<stage>/<fingerprint>/last.ckp
 fingerprint covers everything that determines the result (config sections, seed, input data), so
 a changed config never resumes a stale run. The final model (EMA for diffusion) comes back to the driver as a Ray
 Train checkpoint and is written atomically to the stage's ``output``.
+
+With several workers (data parallel, ``strategy: ddp`` or sharded ``fsdp``) ``batch_size`` is the
+global batch and each worker reads its own stream (see ``data_feed``); the stage first checks
+that the cluster has CPUs for the workers and for their input pipeline, and every wait for
+resources ends after ``ray.resource_timeout_s`` with an error naming the settings to change.
 """
 
 from __future__ import annotations
@@ -22,18 +27,25 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.data.ray_capacity import (
+    Demand,
+    fit_within_timeout,
+    input_cpus_per_stream,
+    no_retry_failure_config,
+    require_capacity,
+    training_demand,
+)
 from pipeline.io import atomic_output_path
-from pipeline.training.data_feed import checkpoint_step
+from pipeline.training.data_feed import checkpoint_step, ingest_options, stream_name
+from pipeline.training.worker_parts import FINAL_GRID
 
 FINAL_MODEL = "model.pt"
-FINAL_GRID = "samples.png"
 
 
 def run_fingerprint(cfg: DictConfig, stage: str, model_section: str, data_id: str) -> str:
@@ -85,111 +97,109 @@ def _raise_priority() -> None:
         print("note: cannot raise the training worker's priority (needs CAP_SYS_NICE)", flush=True)
 
 
-@dataclass
-class WorkerParts:
-    """What a stage contributes to the shared training loop on each Ray Train worker.
+def _trainer_callbacks(train: DictConfig, stage: str, ckpt_dir: Path, seed: int) -> list[Any]:
+    """The callbacks every stage trains with: resume checkpoints, per-worker randomness, the
+    progress log."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    ``module``: the LightningModule (with ``model_file(mlflow_run_id=, stage=, extra=)``, the
-    payload of the final model file); ``callbacks``: the stage's own Lightning callbacks;
-    ``final_metrics()``: metrics reported besides ``step``; ``write_extras(folder)``: rank 0
-    writes extra outputs (e.g. the final sample grid) beside the model file.
-    """
+    from pipeline.training.callbacks import StepProgressLog
+    from pipeline.training.replicas import RankRandomness
 
-    module: Any
-    callbacks: list[Any]
-    final_metrics: Callable[[], dict[str, Any]]
-    write_extras: Callable[[Path], None] | None = None
+    return [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="last",
+            every_n_train_steps=int(train.checkpoint_every_steps),
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        RankRandomness(seed),
+        StepProgressLog(int(train.log_every_steps), int(train.batch_size), stage),
+    ]
 
 
-def diffusion_worker_parts(
-    config: dict[str, Any], cfg: DictConfig, log_image: Callable[..., None] | None
-) -> WorkerParts:
-    """The diffusion stages' module (GlideDiffusionModule) and sample-grid callback."""
-    from pipeline.training.callbacks import SampleGridCallback
-    from pipeline.training.diffusion_module import GlideDiffusionModule
-    from pipeline.training.model_setup import build_tokenizer
+def _strategy(train: DictConfig) -> Any:
+    """Data parallel (``ddp``: each worker holds the whole model) or sharded (``fsdp``)."""
+    from ray.train.lightning import RayDDPStrategy
 
-    stage, model_section = config["stage"], config["model_section"]
-    train = cfg[stage]
-    tokenizer = build_tokenizer(cfg[model_section])
-    init_state = None
-    if config.get("init_from"):
-        from pipeline.models.model_file import read_model_file
-        from pipeline.training.model_setup import starting_weights
+    from pipeline.training.fsdp import RayFSDP2Strategy
 
-        payload = read_model_file(config["init_from"])
-        init_state = starting_weights(payload, config["model_kwargs"])
-    module = GlideDiffusionModule(
-        config["model_kwargs"],
-        config["diffusion"],
-        OmegaConf.to_container(train, resolve=True),
-        tokenizer.identity,
-        init_state_dict=init_state,
-        seed=int(cfg.seed),
+    return RayFSDP2Strategy() if train.strategy == "fsdp" else RayDDPStrategy()
+
+
+def _finish(config: dict[str, Any], parts: Any, metrics: dict[str, Any], rank: int) -> None:
+    """Every worker: build the final model file (sharded weights are gathered by all); rank 0
+    reports it, with the extra outputs and metrics, as a Ray Train checkpoint."""
+    import ray.train
+
+    payload = parts.module.model_file(
+        mlflow_run_id=config.get("run_id") or "",
+        stage=config["stage"],
+        extra=config.get("provenance") or {},
     )
-    grids = SampleGridCallback(
-        tokenizer,
-        list(train.sample_prompts),
-        list(train.sample_guidance),
-        every_n_steps=int(train.sample_every_steps),
-        steps=str(train.sample_steps),
-        seed=int(cfg.seed),
-        log_image=log_image,
-        edit_sources=config.get("edit_sources"),
-        upsample_sources=config.get("upsample_sources"),
-        temperature=float(train.get("sample_temperature", 1.0)),
-        aug_level=int(train.get("sample_aug_level", 0)),
-    )
-
-    def final_metrics() -> dict[str, Any]:
-        metrics: dict[str, Any] = {"nonfinite_steps": module.nonfinite_total}
-        metrics.update({f"final_{k}": v for k, v in module.final_losses().items()})
-        return metrics
-
-    def write_extras(folder: Path) -> None:
-        if grids.last_grid is None and grids.prompts:
-            grids.last_grid = grids.make_grid(module)  # resumed at max_steps: no train hooks ran
-        if grids.last_grid is not None:
-            grids.last_grid.save(folder / FINAL_GRID)
-
-    return WorkerParts(module, [grids], final_metrics, write_extras)
+    if rank != 0:
+        if parts.write_extras is not None:
+            parts.write_extras(None)
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(payload, Path(tmp) / FINAL_MODEL)
+        if parts.write_extras is not None:
+            parts.write_extras(Path(tmp))
+        (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _resolve_parts(name: str) -> Callable[..., WorkerParts]:
-    """The worker-parts builder named ``"package.module:function"`` ("" = the diffusion one)."""
-    if not name:
-        return diffusion_worker_parts
-    import importlib
+def _replica_metrics(module: Any, stage: str, world: int) -> dict[str, Any]:
+    """``workers``, ``nodes`` (how many cluster nodes they ran on) and, for data-parallel
+    (unsharded) workers, ``replicas_identical`` after checking that all of them hold the same
+    weights and EMA (raises otherwise). Every worker calls it."""
+    import ray
 
-    module_name, _, function = name.partition(":")
-    return getattr(importlib.import_module(module_name), function)
+    from pipeline.training.replicas import check_replicas, count_nodes
+    from pipeline.training.sharded_tensors import is_sharded
+
+    metrics = {"workers": world, "nodes": count_nodes(ray.get_runtime_context().get_node_id())}
+    tensors = dict(module.state_dict())
+    ema = getattr(module, "ema", None)
+    if ema is not None:
+        tensors.update({f"ema.{name}": t for name, t in ema.shadow.items()})
+    if world > 1 and not any(is_sharded(t) for t in tensors.values()):
+        metrics["replicas_identical"] = int(check_replicas(tensors, stage) == world)
+    return metrics
+
+
+def _require_planned_checkpoint(last: Path, planned_step: int) -> None:
+    """The data streams start where the checkpoint the driver read left off: refuse another one
+    (a run of the same stage still writing checkpoints, e.g. workers of a killed driver)."""
+    found = checkpoint_step(last)
+    if found != planned_step:
+        raise RuntimeError(
+            f"{last} is at step {found}, but this run was planned from step {planned_step}: "
+            "another run of this stage is still writing there; let it end, then run again"
+        )
 
 
 def _train_loop(config: dict[str, Any]) -> None:
     """Ray Train worker: the stage's module (``config["worker_parts"]``, default the diffusion
-    one), the data stream and a Lightning Trainer; fit; report the final model."""
+    one), its data stream and a Lightning Trainer; fit; report the final model."""
     import lightning.pytorch as pl
     import ray.train
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import MLFlowLogger
-    from ray.train.lightning import (
-        RayDDPStrategy,
-        RayFSDPStrategy,
-        RayLightningEnvironment,
-        prepare_trainer,
-    )
+    from ray.train.lightning import RayLightningEnvironment, prepare_trainer
 
-    from pipeline.training.callbacks import StepProgressLog
+    from pipeline.data.ray_session import configure_data_context
     from pipeline.training.checkpoint_io import AtomicCheckpointIO
     from pipeline.training.data_feed import StepFeed
+    from pipeline.training.worker_parts import resolve_parts
 
     _raise_priority()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per worker
+    configure_data_context()  # the worker runs its stream's Ray Data executor: quiet it too
     cfg = OmegaConf.create(config["cfg"])
     stage = config["stage"]
     train = cfg[stage]
-    threads = int(train.torch_threads) or int(train.cpus_per_worker)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(int(train.torch_threads) or int(train.cpus_per_worker))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -206,32 +216,26 @@ def _train_loop(config: dict[str, Any]) -> None:
             def log_image(image: Any, artifact_file: str) -> None:
                 client.log_image(config["run_id"], image, artifact_file=artifact_file)
 
-    parts = _resolve_parts(config.get("worker_parts") or "")(config, cfg, log_image)
+    parts = resolve_parts(config.get("worker_parts") or "")(config, cfg, log_image)
     module = parts.module
-    feed = StepFeed(ray.train.get_dataset_shard("train"), int(train.batch_size) // world)
+    feed = StepFeed(
+        ray.train.get_dataset_shard(stream_name(rank)),
+        int(train.batch_size) // world,
+        timeout_s=float(cfg.ray.resource_timeout_s),
+        starved_hint=config["starved_hint"],
+    )
     ckpt_dir = Path(config["checkpoint_dir"])
-    callbacks = [
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="last",
-            every_n_train_steps=int(train.checkpoint_every_steps),
-            save_top_k=1,
-            enable_version_counter=False,
-        ),
-        *parts.callbacks,
-        StepProgressLog(int(train.log_every_steps), int(train.batch_size), stage),
-    ]
-    strategy = RayFSDPStrategy() if train.strategy == "fsdp" else RayDDPStrategy()
+    callbacks = _trainer_callbacks(train, stage, ckpt_dir, int(cfg.seed))
     trainer = pl.Trainer(
         max_steps=int(train.max_steps),
         accelerator="gpu" if train.use_gpu else "cpu",
         devices="auto",
-        strategy=strategy,
+        strategy=_strategy(train),
         plugins=[RayLightningEnvironment(), AtomicCheckpointIO()],
         precision=str(train.precision),
         gradient_clip_val=float(train.grad_clip) or None,
         logger=logger,
-        callbacks=callbacks,
+        callbacks=[callbacks[0], *parts.callbacks, *callbacks[1:]],
         log_every_n_steps=int(train.log_every_steps),
         num_sanity_val_steps=0,
         limit_val_batches=0,
@@ -241,41 +245,62 @@ def _train_loop(config: dict[str, Any]) -> None:
     )
     trainer = prepare_trainer(trainer)
     last = ckpt_dir / "last.ckpt"
+    _require_planned_checkpoint(last, int(config["resumed_step"]))
     trainer.fit(module, train_dataloaders=feed, ckpt_path=str(last) if last.exists() else None)
 
     metrics = {"step": int(module.global_step), **parts.final_metrics()}
-    if rank == 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save(
-                module.model_file(
-                    mlflow_run_id=config.get("run_id") or "",
-                    stage=stage,
-                    extra=config.get("provenance") or {},
-                ),
-                Path(tmp) / FINAL_MODEL,
-            )
-            if parts.write_extras is not None:
-                parts.write_extras(Path(tmp))
-            (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-    else:
-        ray.train.report(metrics)
+    metrics.update(_replica_metrics(module, stage, world))
+    _finish(config, parts, metrics, rank)
 
 
-def ingest_options(buffer_mb: int) -> Any:
-    """Ray Data options for the training stream: fixed order, and a bounded read-ahead.
-
-    Without a bound the stream reads far ahead of a slow (CPU) trainer, fills the object store
-    and spills; the executor thread then competes with training for the CPU and the GIL
-    (measured on 2 cores, mini: 24 img/s fell to 7 img/s once spilling began).
-    """
-    from ray.data import ExecutionOptions, ExecutionResources
-
-    return ExecutionOptions(
-        resource_limits=ExecutionResources(object_store_memory=buffer_mb * 2**20),
-        preserve_order=True,
-        verbose_progress=False,
+def _starved_hint(demand: Demand) -> str:
+    s = demand.section
+    return (
+        f"Give the cluster CPUs beside the training workers: change ray.num_cpus (or add "
+        f"nodes), {s}.num_workers or {s}.cpus_per_worker."
     )
+
+
+def _torch_trainer(
+    train: DictConfig, loop_config: dict, datasets: dict, ingest: Any, name: str
+) -> Any:
+    """The Ray Train trainer of a stage: its workers, no retries, one stream per worker
+    (``ingest``: the streams' Ray Data options)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": float(train.cpus_per_worker)}
+    if train.use_gpu:
+        resources["GPU"] = 1.0
+    ckpt_dir = Path(loop_config["checkpoint_dir"])
+    return TorchTrainer(
+        _train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=int(train.num_workers),
+            use_gpu=bool(train.use_gpu),
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{name}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(ckpt_dir.parent / "ray_results"),
+            failure_config=no_retry_failure_config(),
+        ),
+        datasets=datasets,
+        # Each worker iterates its own stream (no split coordinator: an actor that polls a CPU
+        # core, a third of a 2-core machine's training throughput, and splits by timing).
+        dataset_config=ray.train.DataConfig(datasets_to_split=[], execution_options=ingest),
+    )
+
+
+def _copy_outputs(folder: Path, output: Path, grid_output: str | Path | None) -> dict[str, Any]:
+    """Write the model file (and the final grid) reported by rank 0; return its metrics."""
+    with atomic_output_path(output) as tmp:
+        shutil.copyfile(folder / FINAL_MODEL, tmp)
+    if grid_output is not None and (folder / FINAL_GRID).exists():
+        with atomic_output_path(grid_output) as tmp:
+            shutil.copyfile(folder / FINAL_GRID, tmp)
+    return json.loads((folder / "metrics.json").read_text())
 
 
 def fit_on_ray(
@@ -283,7 +308,7 @@ def fit_on_ray(
     *,
     stage: str,
     model_section: str,
-    make_dataset: Callable[[int, int], Any],
+    make_dataset: Callable[[int, int, int, int], Any],
     model_kwargs: dict[str, Any],
     diffusion: dict[str, Any],
     fingerprint: str,
@@ -304,24 +329,31 @@ def fit_on_ray(
     are the held-out images of the sample grids.
     ``worker_parts`` ("package.module:function", called as ``function(loop_config, cfg,
     log_image)``) builds the stage's module on each worker (default
-    :func:`diffusion_worker_parts`); ``worker_data`` (plain data, e.g. validation
+    ``worker_parts.diffusion_worker_parts``); ``worker_data`` (plain data, e.g. validation
     examples) reaches it as ``loop_config["worker_data"]``.
-    ``make_dataset(first_sample, global_batch)`` builds the training stream starting at sample
-    ``first_sample`` of the seeded multi-epoch order (0, or where a resumed run left off).
+    ``make_dataset(first_sample, batch, rank, world_size)`` builds worker ``rank``'s stream of
+    ``batch``-sample steps (its share of the global batch) starting at sample ``first_sample`` of
+    its part of the seeded multi-epoch order (0, or where a resumed run left off).
+    Raises ``InsufficientResourcesError`` (naming the settings to change) when the cluster
+    cannot run the workers and their input pipeline.
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     train = cfg[stage]
+    world = int(train.num_workers)
+    global_batch = int(train.batch_size)
+    if global_batch % world:
+        raise ValueError(
+            f"{stage}.batch_size {global_batch} is not divisible by num_workers {world}"
+        )
+    demand = training_demand(stage, train)
+    capacity = require_capacity(cfg.ray, demand)
     ckpt_dir = resume_checkpoint_dir(cfg, stage, fingerprint)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    global_batch = int(train.batch_size)
-    if global_batch % int(train.num_workers):
-        raise ValueError(
-            f"{stage}.batch_size {global_batch} is not divisible by num_workers {train.num_workers}"
-        )
+    batch = global_batch // world
     resumed_step = checkpoint_step(ckpt_dir / "last.ckpt")
-    dataset = make_dataset(resumed_step * global_batch, global_batch)
+    datasets = {
+        stream_name(rank): make_dataset(resumed_step * batch, batch, rank, world)
+        for rank in range(world)
+    }
     loop_config = {
         "cfg": OmegaConf.to_container(cfg, resolve=True),
         "stage": stage,
@@ -337,40 +369,15 @@ def fit_on_ray(
         "upsample_sources": upsample_sources or [],
         "worker_parts": worker_parts,
         "worker_data": worker_data or {},
+        "starved_hint": _starved_hint(demand),
+        "resumed_step": resumed_step,
     }
-    resources = {"CPU": float(train.cpus_per_worker)}
-    if train.use_gpu:
-        resources["GPU"] = 1.0
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=int(train.num_workers),
-            use_gpu=bool(train.use_gpu),
-            resources_per_worker=resources,
-        ),
-        run_config=ray.train.RunConfig(
-            name=f"{stage}-{fingerprint}-{uuid.uuid4().hex[:8]}",
-            storage_path=str(ckpt_dir.parent / "ray_results"),
-            failure_config=ray.train.FailureConfig(max_failures=0),
-        ),
-        datasets={"train": dataset},
-        # One worker has nothing to split with: skip Ray Data's split coordinator, an actor that
-        # polls a CPU core (a third of a 2-core machine's training throughput).
-        dataset_config=ray.train.DataConfig(
-            datasets_to_split="all" if int(train.num_workers) > 1 else [],
-            execution_options=ingest_options(int(train.data_buffer_mb)),
-        ),
-    )
-    result = trainer.fit()  # raises ray.train.TrainingFailedError with the worker's error
+    ingest = ingest_options(int(train.data_buffer_mb), input_cpus_per_stream(capacity, demand))
+    trainer = _torch_trainer(train, loop_config, datasets, ingest, name=f"{stage}-{fingerprint}")
+    result = fit_within_timeout(trainer, demand, float(cfg.ray.resource_timeout_s))
     if result.checkpoint is None:
         raise RuntimeError(f"stage {stage}: training ended without a final model")
     with result.checkpoint.as_directory() as folder:
-        with atomic_output_path(train.output) as tmp:
-            shutil.copyfile(Path(folder) / FINAL_MODEL, tmp)
-        if grid_output is not None and (Path(folder) / FINAL_GRID).exists():
-            with atomic_output_path(grid_output) as tmp:
-                shutil.copyfile(Path(folder) / FINAL_GRID, tmp)
-        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+        metrics = _copy_outputs(Path(folder), Path(train.output), grid_output)
     metrics["resumed_from_step"] = resumed_step
     return metrics

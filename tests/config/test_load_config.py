@@ -57,6 +57,11 @@ def test_cli_profile_overrides_params_profile(tmp_path):
         ("base_model.image_size=24", "base_model.image_size"),
         ("pretrain_base.p2_gamma=-1", "pretrain_base.p2_gamma"),
         ("finetune_cfg.p2_k=0", "finetune_cfg.p2_k"),
+        ("pretrain_base.num_workers=0", "pretrain_base.num_workers"),
+        ("pretrain_base.num_workers=3", "pretrain_base.batch_size"),  # 16 is not divisible by 3
+        ("train_upsampler.cpus_per_worker=0", "train_upsampler.cpus_per_worker"),
+        ("train_noised_clip.strategy=fsdp", "train_noised_clip.strategy"),
+        ("ray.resource_timeout_s=0", "ray.resource_timeout_s"),
         ("profile=huge", "profile"),
     ],
 )

@@ -17,6 +17,7 @@ from pipeline.data.train_input import (
     tokenize_captions,
     training_dataset,
 )
+from pipeline.training.data_feed import stream_window
 from tests.data.helpers import config
 
 
@@ -62,6 +63,38 @@ def test_order_is_fixed_by_seed_and_epoch(shard_dir):
     two = _keys(training_dataset(shard_dir, seed=7, epoch=0, num_epochs=2, manifest=manifest))
     assert two == first + other_epoch
     assert resume_position(35 * 3 + 13, 35) == (3, 13)
+
+
+def test_workers_read_disjoint_parts_of_each_epoch_in_a_fixed_order(shard_dir):
+    """Two data-parallel workers: worker r reads part r of every epoch's seeded order (35 train
+    samples: 17 each, one left out), the same on every call; within a step (4 samples each) and
+    within an epoch the workers never share a sample; a resumed worker continues its own stream.
+    One worker reads the whole epoch, in the same order as before workers were split."""
+    manifest = read_manifest(shard_dir)
+    whole = _keys(training_dataset(shard_dir, seed=7, num_epochs=3, manifest=manifest))
+
+    def part(rank, **kwargs):
+        ds = training_dataset(
+            shard_dir, seed=7, rank=rank, world_size=2, manifest=manifest, **kwargs
+        )
+        return _keys(ds)
+
+    first, second = part(0, num_epochs=3), part(1, num_epochs=3)
+    assert first == whole[:17] + whole[35:52] + whole[70:87]
+    assert second == whole[17:34] + whole[52:69] + whole[87:104]
+    assert part(0, num_epochs=3) == first  # fixed by (seed, number of workers)
+    for epoch in range(3):
+        mine, theirs = first[17 * epoch : 17 * (epoch + 1)], second[17 * epoch : 17 * (epoch + 1)]
+        assert len(set(mine)) == 17 and not set(mine) & set(theirs)
+    steps = [(first[i : i + 4], second[i : i + 4]) for i in range(0, 48, 4)]
+    assert all(not set(a) & set(b) for a, b in steps)
+    # resuming worker 1 after 5 steps of 4 samples: where stream_window says it starts
+    window = stream_window(20, max_steps=12, batch=4, epoch_size=35, world_size=2)
+    assert window == {"epoch": 1, "skip_samples": 3, "num_epochs": 3, "world_size": 2}
+    resumed = _keys(training_dataset(shard_dir, seed=7, rank=1, manifest=manifest, **window))
+    assert len(resumed) == 3 * 17 - 3 and resumed[: 51 - 20] == second[20:]
+    with pytest.raises(ValueError, match="rank must be in"):
+        epoch_plan(manifest, shard_dir, "train", seed=0, epoch=0, rank=2, world_size=2)
 
 
 def test_epoch_plan_skips_whole_shards_first(shard_dir):

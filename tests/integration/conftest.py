@@ -41,3 +41,44 @@ def ci_pipeline(tmp_path_factory):
     root = copy_repo(tmp_path_factory.mktemp("repo"))
     log = run([str(BIN / "dvc"), "repro"], root, timeout=1200)
     return root, log
+
+
+def _first_line(proc: subprocess.Popen, timeout: float, log: Path) -> str:
+    """The first line ``proc`` prints, or an error with its log if none comes in time."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if selector.select(timeout) and (line := proc.stdout.readline().strip()):
+            return line
+    proc.kill()
+    raise AssertionError(f"the local Ray cluster did not start: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster():
+    """The address of a Ray cluster of two nodes of 3 CPUs and a 200 MB object store each,
+    started on this machine for the session (tests/integration/local_cluster.py)."""
+    import shutil
+    import tempfile
+
+    private = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: Ray's sockets live here
+    log = private / "cluster.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.local_cluster", "--cpus-per-node", "3"],
+        cwd=REPO,
+        env=stage_env(RAY_TMPDIR=str(private)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+    )
+    try:
+        yield _first_line(proc, 180, log)
+    finally:
+        proc.stdin.close()  # the helper shuts its nodes down
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(private, ignore_errors=True)

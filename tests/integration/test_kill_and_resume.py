@@ -90,8 +90,8 @@ def test_sigkilled_stage_resumes_to_the_uninterrupted_model(ci_pipeline, stage):
         ]
     if stage != "train_noised_clip":
         args.append(f"{stage}.sample_every_steps=0")
-    attempts = 3 if stage == "pretrain_base" else 1  # several kills once; one for the others
-    assert kill_at_checkpoints(args, root, folder, attempts) >= 1, "finished before any kill"
+    # one kill each; several kills in a row: test_scale_out's two-worker run
+    assert kill_at_checkpoints(args, root, folder, attempts=1) == 1, "finished before any kill"
     assert not (root / resumed_name(trained[0][0])).exists()
 
     try:
