@@ -32,7 +32,7 @@ from pipeline.training.contrastive import (
 )
 from pipeline.training.diffusion_module import images_to_model_range
 from pipeline.training.nonfinite import NonFiniteGuard
-from pipeline.training.optim import clip_gradient_norm, lightning_optimizers
+from pipeline.training.optim import ClipsGradientsItself, lightning_optimizers
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -40,7 +40,7 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) * 1009 + int(rank))
 
 
-class ClipModule(pl.LightningModule):
+class ClipModule(ClipsGradientsItself, pl.LightningModule):
     """``model_kwargs``: NoisedCLIP settings; ``diffusion``: ``diffusion_steps`` and
     ``noise_schedule``; ``train``: the stage's ClipTrainConfig as a plain dict; ``val``: held-out
     pairs ``{"images": uint8 [N, H, W, 3], "captions": [str]}`` or None; ``log_prefix`` names its
@@ -116,17 +116,6 @@ class ClipModule(pl.LightningModule):
     def nonfinite_total(self) -> int:
         """Steps skipped so far for a NaN/inf loss (exact: may wait for the device)."""
         return self.nonfinite.state_dict()["nonfinite_total"]
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Norm clipping that keeps the fused AdamW under mixed precision (see
-        :func:`clip_gradient_norm`)."""
-        if gradient_clip_val:
-            clip_gradient_norm(self.trainer, optimizer, self.model.parameters(), gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW; like CLIP, no weight decay on gains, biases, embeddings and the logit scale."""

@@ -24,7 +24,7 @@ from pipeline.models.model_file import model_file_payload
 from pipeline.text import PAD_ID
 from pipeline.training.ema import EMA
 from pipeline.training.nonfinite import NonFiniteGuard, NonFiniteLossError  # noqa: F401 (API)
-from pipeline.training.optim import clip_gradient_norm, lightning_optimizers
+from pipeline.training.optim import ClipsGradientsItself, lightning_optimizers
 
 
 def images_to_model_range(images: Tensor) -> Tensor:
@@ -63,7 +63,7 @@ def text_lr_groups(model: torch.nn.Module, lr: float, text_lr_scale: float) -> l
     return [{"params": rest, "lr": lr}, {"params": text, "lr": lr * text_lr_scale}]
 
 
-class GlideDiffusionModule(pl.LightningModule):
+class GlideDiffusionModule(ClipsGradientsItself, pl.LightningModule):
     """Trains a GLIDE UNet with the hybrid loss; keeps an EMA of its weights.
 
     ``model_kwargs``: arguments of ``create_glide_model``; ``diffusion``: ``diffusion_steps`` and
@@ -205,17 +205,6 @@ class GlideDiffusionModule(pl.LightningModule):
         """The optimizer step, then the EMA update (before any callback, e.g. checkpointing)."""
         super().optimizer_step(*args, **kwargs)
         self.ema.update(self.model, step=self.global_step)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Norm clipping that keeps the fused AdamW under mixed precision (see
-        :func:`clip_gradient_norm`)."""
-        if gradient_clip_val:
-            clip_gradient_norm(self.trainer, optimizer, self.model.parameters(), gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.train_cfg

@@ -96,3 +96,17 @@ def clip_gradient_norm(
     if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
         scaler.unscale_(optimizer)  # Lightning left it scaled for the optimizer to unscale
     torch.nn.utils.clip_grad_norm_(list(parameters), float(max_norm))
+
+
+class ClipsGradientsItself:
+    """LightningModule mixin: norm clipping through :func:`clip_gradient_norm`, so the fused
+    AdamW serves every precision. Put it before ``pl.LightningModule`` in the bases."""
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        if gradient_clip_val:
+            clip_gradient_norm(self.trainer, optimizer, self.parameters(), gradient_clip_val)
