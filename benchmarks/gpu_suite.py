@@ -46,6 +46,12 @@ SUITE = [
     ),
     ("guided_vs_naive_b4", "sample_throughput", "--steps ddim25 --batch 4", 30),
     ("sample_latency_b4", "sample_latency", "--prompts 4 --steps ddim25", 150),
+    (
+        "sample_latency_b4_bf16",
+        "sample_latency",
+        "--prompts 4 --steps ddim25 --precision bf16-mixed",
+        150,
+    ),
     ("base_b256", "gpu_step", "--batch 256 --steps 5 --warmup 2", 30),
     ("base_b64_checkpoint", "gpu_step", "--batch 64 --checkpoint --steps 6", 20),
     ("base_b64_channels_last", "gpu_step", "--batch 64 --channels-last --steps 6", 20),

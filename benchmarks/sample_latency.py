@@ -1,9 +1,10 @@
 """Latency of guided text-to-image sampling: ms per sampler step and per call, eager and
-compiled (``compile_for_sampling``: CUDA graphs on a GPU), through the pipeline's own
-``sample_text_to_image``. Random weights (speed does not depend on them); no Ray, no MLflow.
-Prints one JSON object.
+compiled (``compile_for_sampling``: CUDA graphs on a GPU), in float32 or under half-precision
+autocast (``--precision``), through the pipeline's own ``sample_text_to_image``. Random weights
+(speed does not depend on them); no Ray, no MLflow. Prints one JSON object.
 
     python benchmarks/sample_latency.py --profile released --prompts 4 --steps ddim25
+    python benchmarks/sample_latency.py --profile released --precision bf16-mixed
     python benchmarks/sample_latency.py --profile ci --prompts 2 --steps ddim5 --modes eager
 """
 
@@ -19,7 +20,11 @@ import torch
 from pipeline.config import load_config
 from pipeline.diffusion import create_diffusion
 from pipeline.models import create_glide_model
-from pipeline.models.execution import compile_for_sampling
+from pipeline.models.execution import (
+    SAMPLING_PRECISIONS,
+    compile_for_sampling,
+    sample_in_precision,
+)
 from pipeline.sampling import sample_text_to_image
 from pipeline.training.model_setup import build_tokenizer, glide_model_kwargs
 
@@ -66,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"]
     )
     parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument("--precision", default="32-true", choices=list(SAMPLING_PRECISIONS))
     parser.add_argument("--threads", type=int, default=0)
     return parser
 
@@ -79,7 +85,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config([f"profile={args.profile}"], params_path=None)
     tokenizer = build_tokenizer(cfg.base_model)
     model = create_glide_model(**glide_model_kwargs(cfg.base_model, tokenizer.vocab_size))
-    model = model.to(device).eval()
+    model = sample_in_precision(model.to(device).eval(), args.precision)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
     diffusion = {
         "diffusion_steps": int(cfg.base_model.diffusion_steps),
@@ -109,6 +115,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "sampler_steps": steps,
         "respacing": args.steps,
         "guidance": args.guidance,
+        "precision": args.precision,
     }
     outputs = {}
     for mode in args.modes:

@@ -283,6 +283,7 @@ class EvaluateConfig:
     torch_threads: int = 0
     compile: bool = False  # torch.compile the sampled networks (CUDA graphs on a GPU)
     compile_backend: str = "inductor"  # "aot_eager": traced, no code generated (a CPU check)
+    precision: str = "32-true"  # the sampled networks: 32-true | bf16-mixed | 16-mixed (autocast)
     seed: int = 1234
     grid_images: int = 8  # samples per condition in the report's grids
     metrics: str = "metrics/eval.json"

@@ -68,6 +68,7 @@ def build_evaluation_module(config: dict[str, Any], device: str) -> Any:
             expect=variant,
             compile=bool(settings.get("compile", False)),
             compile_backend=str(settings.get("compile_backend", "inductor")),
+            precision=str(settings.get("precision", "32-true")),
         )
         for name, variant in expected.items()
         if name in paths

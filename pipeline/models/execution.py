@@ -1,10 +1,15 @@
 """How a network runs, apart from what it computes: gradient checkpointing, memory format and
-torch.compile, for training and for sampling. Outputs stay the same within float tolerance."""
+torch.compile, for training and for sampling; half-precision autocast for sampling. Outputs
+stay the same within float tolerance (within half-precision tolerance under autocast)."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+
+SAMPLING_PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def configure_for_training(
@@ -43,4 +48,29 @@ def compile_for_sampling(model: nn.Module, backend: str = "inductor") -> nn.Modu
     on_cuda = any(p.is_cuda for p in model.parameters())
     graphs = on_cuda and backend == "inductor"
     model.compile(backend=backend, mode="reduce-overhead" if graphs else None, dynamic=False)
+    return model
+
+
+def sample_in_precision(model: nn.Module, precision: str) -> nn.Module:
+    """Run ``model``'s forward (in place; returned) under autocast to ``precision``'s half type
+    and hand the output back in float32, so the diffusion maths stays in float32 (GLIDE samples
+    its networks in fp16). "32-true" leaves the model as it is. Apply before compiling.
+    """
+    if precision not in SAMPLING_PRECISIONS:
+        raise ValueError(
+            f"unknown sampling precision {precision!r}; choose one of {list(SAMPLING_PRECISIONS)}"
+        )
+    dtype = SAMPLING_PRECISIONS[precision]
+    if dtype is None:
+        return model
+    forward = model.forward
+    device_type = next(model.parameters()).device.type
+
+    @functools.wraps(forward)
+    def forward_in_precision(*args, **kwargs):
+        with torch.autocast(device_type=device_type, dtype=dtype):
+            out = forward(*args, **kwargs)
+        return out.float()
+
+    model.forward = forward_in_precision  # the module keeps its attributes and state dict
     return model

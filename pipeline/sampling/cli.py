@@ -44,6 +44,7 @@ from PIL import Image
 from pipeline.diffusion import create_diffusion
 from pipeline.io import OutputWriteError, atomic_output_path, atomic_write_text
 from pipeline.models.clip_file import load_noised_clip
+from pipeline.models.execution import SAMPLING_PRECISIONS
 from pipeline.models.model_file import ModelFileError
 from pipeline.sampling.cascade import sample_cascade
 from pipeline.sampling.clip_guided import check_clip_for_model, sample_clip_guided
@@ -165,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.compile the networks (CUDA graphs on a GPU): faster steps after a first, "
         "compiling call",
     )
+    parser.add_argument(
+        "--precision",
+        default="32-true",
+        choices=list(SAMPLING_PRECISIONS),
+        help="the networks' precision: bf16-mixed / 16-mixed run them under autocast (tensor "
+        "cores on a GPU; GLIDE samples in fp16), the sampler's maths stays float32",
+    )
     parser.add_argument("--gpt2-encoder-json", default="", help="GPT-2 BPE models only")
     parser.add_argument("--gpt2-vocab-bpe", default="", help="GPT-2 BPE models only")
     return parser
@@ -237,6 +245,7 @@ def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tens
         gpt2_encoder_json=args.gpt2_encoder_json,
         gpt2_vocab_bpe=args.gpt2_vocab_bpe,
         compile=args.compile,
+        precision=args.precision,
     )
     upsampler = None
     if args.upsample:
@@ -247,6 +256,7 @@ def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tens
             gpt2_encoder_json=args.gpt2_encoder_json,
             gpt2_vocab_bpe=args.gpt2_vocab_bpe,
             compile=args.compile,
+            precision=args.precision,
         )
     if edit_inputs is not None:
         try:
@@ -399,6 +409,7 @@ def write_outputs(
         if args.image
         else None,
         "steps": args.steps,
+        "precision": args.precision,
         "upsample": {
             "model": str(args.upsampler_model),
             "model_step": info["upsampler"].get("step"),

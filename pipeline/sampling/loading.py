@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from pipeline.models.execution import compile_for_sampling
+from pipeline.models.execution import compile_for_sampling, sample_in_precision
 from pipeline.models.glide_unet import Text2ImUNet
 from pipeline.models.model_file import ModelFileError, load_model
 from pipeline.text import Tokenizer, get_tokenizer
@@ -56,12 +56,14 @@ def load_sampling_model(
     gpt2_vocab_bpe: str = "",
     compile: bool = False,
     compile_backend: str = "inductor",
+    precision: str = "32-true",
 ) -> SamplingModel:
     """Load ``path`` for sampling. ``expect`` names the variant the caller needs: ``text2im``
     (base), ``inpaint`` or ``upsample``; a file of another variant is a ModelFileError.
     ``compile``: torch.compile the network for sampling (CUDA graphs on a GPU; see
     :func:`pipeline.models.execution.compile_for_sampling`); the first call of each batch shape
-    pays the compilation."""
+    pays the compilation. ``precision`` "bf16-mixed" or "16-mixed": the network runs under
+    autocast (tensor cores on a GPU), the sampler's maths in float32."""
     model, info = load_model(path, device=device)
     variant = {
         (False, False): "text2im",
@@ -76,6 +78,7 @@ def load_sampling_model(
         gpt2_encoder_json=gpt2_encoder_json,
         gpt2_vocab_bpe=gpt2_vocab_bpe,
     )
+    sample_in_precision(model, precision)
     if compile:
         compile_for_sampling(model, backend=compile_backend)
     return SamplingModel(
