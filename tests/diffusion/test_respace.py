@@ -91,3 +91,24 @@ def test_model_and_cond_fn_receive_original_timesteps_after_respacing():
     model = RecordingModel()
     diffusion.training_losses(model, torch.zeros(3, 3, 4, 4), torch.tensor([0, 5, 26]))
     assert model.calls[0][1].tolist() == [FAST27[0], FAST27[5], FAST27[26]]
+
+
+def _glide_steps(count: int, size: int = 1000) -> list[int]:
+    """GLIDE's rule derived independently: cumulative float sums of the stride (numpy's sequential
+    accumulate), rounded half to even as Python's round does."""
+    if count == 1:
+        return [0]
+    strides = np.full(count - 1, (size - 1) / (count - 1))
+    positions = np.concatenate([[0.0], np.add.accumulate(strides)])
+    return [int(v) for v in np.round(positions)]
+
+
+def test_every_step_count_follows_glides_accumulated_stride():
+    differ_from_product = 0
+    for count in range(1, 1001):
+        steps = space_timesteps(1000, str(count))
+        assert steps == _glide_steps(count), count
+        product = np.round(np.arange(count) * (999 / max(count - 1, 1))).astype(int).tolist()
+        differ_from_product += steps != product
+    assert differ_from_product == 278  # counts where rounding i * stride picks another step
+    assert space_timesteps(1000, "21")[10] == 499  # 10 * 49.95 summed lands just below 499.5
