@@ -216,6 +216,9 @@ def _validate_evaluate(ev: DictConfig) -> None:
         f"must be in [2, evaluate.num_samples={ev.num_samples}]",
     )
     _require(ev.kid_subsets >= 1, "evaluate.kid_subsets", "must be positive")
+    _require(0 < ev.confidence < 1, "evaluate.confidence", "must lie in (0, 1), e.g. 0.95")
+    _require(ev.bootstrap_replicates >= 20, "evaluate.bootstrap_replicates", "must be >= 20")
+    _require(ev.min_claim_samples >= 2, "evaluate.min_claim_samples", "must be at least 2")
     for key in ("cascade_samples", "inpaint_samples"):
         _require(
             ev[key] == 0 or 2 <= ev[key] <= ev.num_samples,

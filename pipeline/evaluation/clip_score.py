@@ -59,8 +59,8 @@ class ClipScore(Metric):
         """The name to report the score under (the encoder's ``metric_name``)."""
         return self.encoder.metric_name
 
-    def update(self, images: Tensor, captions: list[str]) -> None:
-        """images: float [B, 3, H, W] in [-1, 1]; captions: B strings."""
+    def per_image(self, images: Tensor, captions: list[str]) -> Tensor:
+        """float64 [B]: each image's CLIP score against its caption (not added to the state)."""
         if isinstance(captions, str):
             captions = [captions]
         if not images.is_floating_point() or images.ndim != 4 or images.shape[1] != 3:
@@ -76,10 +76,40 @@ class ClipScore(Metric):
         cos = F.cosine_similarity(
             image_emb.double(), text_emb.double().to(image_emb.device), dim=-1
         )
-        self.score_sum += (100.0 * cos.clamp(min=0.0)).sum().to(self.score_sum.device)
-        self.num_samples += cos.shape[0]
+        return 100.0 * cos.clamp(min=0.0)
+
+    def update(self, images: Tensor, captions: list[str]) -> None:
+        """images: float [B, 3, H, W] in [-1, 1]; captions: B strings."""
+        self.add_scores(self.per_image(images, captions))
+
+    def add_scores(self, scores: Tensor) -> None:
+        """Add per-image scores computed by :meth:`per_image`."""
+        self.score_sum += scores.sum().to(self.score_sum.device)
+        self.num_samples += scores.shape[0]
 
     def compute(self) -> Tensor:
         if self.num_samples == 0:
             raise RuntimeError("CLIP score: no images were added")
         return (self.score_sum / self.num_samples).float()
+
+
+def clip_retrieval(image_emb: Tensor, text_emb: Tensor) -> dict[str, float]:
+    """Image -> caption retrieval of a CLIP on real pairs: for each image, is the closest of the
+    set's captions its own? Identical captions (equal embeddings) count as its own, and the
+    chance rate is the mean share of the set's captions that equal the image's."""
+    if image_emb.shape[0] != text_emb.shape[0] or image_emb.shape[0] < 2:
+        raise ValueError(
+            f"retrieval needs matching pairs, got {image_emb.shape[0]} images and "
+            f"{text_emb.shape[0]} captions"
+        )
+    images = F.normalize(image_emb.double(), dim=-1)
+    texts = F.normalize(text_emb.double(), dim=-1)
+    same_caption = torch.cdist(texts, texts) < 1e-6  # [N, N]: caption j equals caption i
+    best = (images @ texts.T).argmax(dim=1)
+    hits = same_caption[torch.arange(len(best)), best]
+    return {
+        "pairs": int(len(best)),
+        "hits": int(hits.sum()),
+        "accuracy": float(hits.double().mean()),
+        "chance": float(same_caption.double().mean(dim=1).mean()),
+    }

@@ -80,7 +80,8 @@ def compare_inpainting(
     ground truth. ``models``: name -> (model, diffusion settings). An inpainting model is used
     as such, any other as the replacement-only baseline.
 
-    Returns name -> {"band_error": mean over images, "edited": uint8 [N, H, W, 3],
+    Returns name -> {"band_error": mean over images, "band_errors": per image (NaN: no band),
+    "edited": uint8 [N, H, W, 3],
     "region_crops": uint8 crops of the generated regions (FID input)}; plus "ground_truth".
     """
     from pipeline.sampling.inpaint import sample_inpaint
@@ -110,6 +111,7 @@ def compare_inpainting(
         errors = band_error(edited, images, keep, band_width)
         results[name] = {
             "band_error": float(errors[~errors.isnan()].mean()),
+            "band_errors": errors,
             "edited": edited,
             "region_crops": generated_region_crops(edited, keep, size),
         }

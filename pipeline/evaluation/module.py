@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from pipeline.evaluation.bootstrap import with_uncertainty
 from pipeline.evaluation.clip_score import ClipScore
 from pipeline.evaluation.fid_kid import (
     FeaturePassthrough,
@@ -31,6 +32,7 @@ from pipeline.evaluation.fid_kid import (
     sample_counts,
 )
 from pipeline.evaluation.inception_weights import load_fid_inception
+from pipeline.evaluation.per_sample import PerSampleValues
 from pipeline.evaluation.reference_stats import ReferenceFeatures
 from pipeline.evaluation.scene_readout import CaptionFollowing
 
@@ -139,8 +141,40 @@ class GlideEvaluationModule(pl.LightningModule):
             self.region_fid = nn.ModuleDict(
                 {k: fid_metric(FeaturePassthrough(width)) for k in ("finetuned", "replace")}
             )
+        self.per_sample = nn.ModuleDict(
+            {
+                name: PerSampleValues(self._value_shape(name, width))
+                for name in self._per_sample_names()
+            }
+        )
         self.grids: dict[str, np.ndarray] = {}
         self.results: dict[str, Any] = {}
+
+    def _per_sample_names(self) -> list[str]:
+        """What the bootstrap needs per sample: features and CLIP scores of every condition, the
+        real pairs' CLIP embeddings (the evaluation CLIP's retrieval), cascade and inpainting
+        values."""
+        names = ["real_image_emb", "real_text_emb"]
+        for condition in self.conditions:
+            names += [f"{condition.name}_features", f"{condition.name}_clip"]
+        if len(self.psnr):
+            names += [f"{k}_features" for k in self.cascade_fid] + [
+                "upsampler_psnr",
+                "bicubic_psnr",
+            ]
+        if len(self.band_error):
+            names += ["truth_region"]
+            names += [f"{k}_{v}" for k in self.band_error for v in ("region", "band")]
+        return names
+
+    @staticmethod
+    def _value_shape(name: str, width: int) -> tuple[int, ...] | None:
+        if name.endswith(("features", "region")):
+            return (width,)
+        return None if name.endswith("emb") else ()
+
+    def _record(self, name: str, index: Tensor, values: Tensor) -> None:
+        self.per_sample[name].update(index, values)
 
     # ------------------------------------------------------------------ set-up
     def on_test_start(self) -> None:
@@ -199,9 +233,13 @@ class GlideEvaluationModule(pl.LightningModule):
         for condition in self.conditions:
             images = self.generate(condition, captions, seed)
             samples[condition.name] = images
-            self._update_sweep(condition.name, images, captions)
+            self._update_sweep(condition.name, images, captions, indices)
             self._keep_for_grid(condition.name, images, indices)
-        self._keep_for_grid("real", torch.as_tensor(batch["base"]), indices)
+        real = torch.as_tensor(batch["base"])
+        self._keep_for_grid("real", real, indices)
+        with torch.no_grad():
+            self._record("real_image_emb", indices, self.eval_clip.encode_image(to_unit(real)))
+            self._record("real_text_emb", indices, self.eval_clip.encode_text(captions))
         if len(self.psnr):
             self._cascade(batch, captions, indices, samples, seed)
         if len(self.band_error):
@@ -219,11 +257,16 @@ class GlideEvaluationModule(pl.LightningModule):
             flush=True,
         )
 
-    def _update_sweep(self, name: str, images: Tensor, captions: list[str]) -> None:
+    def _update_sweep(
+        self, name: str, images: Tensor, captions: list[str], indices: Tensor
+    ) -> None:
         features = self.features_of(images)
         self.fid[name].update(features, real=False)
         self.kid[name].update(features, real=False)
-        self.clip_score[name].update(to_unit(images).to(self.device), captions)
+        scores = self.clip_score[name].per_image(to_unit(images).to(self.device), captions)
+        self.clip_score[name].add_scores(scores)
+        self._record(f"{name}_features", indices, features)
+        self._record(f"{name}_clip", indices, scores)
         if name in self.following:
             self.following[name].update(images, captions)
 
@@ -274,7 +317,9 @@ class GlideEvaluationModule(pl.LightningModule):
         else:
             low = low[rows]
         cascade = sample_upsample(upsampler.model, upsampler.tokenizer, keep, low, **settings)
-        self.cascade_fid["cascade"].update(self.features_of(cascade.cpu()), real=False)
+        features = self.features_of(cascade.cpu())
+        self.cascade_fid["cascade"].update(features, real=False)
+        self._record("cascade_features", indices[rows], features)
         self._keep_for_grid("cascade", cascade.cpu(), indices[rows])
 
         real_low = torch.as_tensor(batch["base"])[rows]
@@ -284,9 +329,12 @@ class GlideEvaluationModule(pl.LightningModule):
         ).cpu()
         bicubic = torch.from_numpy(bicubic_upsample(real_low.numpy(), real_high.shape[1]))
         for name, images in (("upsampler", upsampled), ("bicubic", bicubic)):
-            self.cascade_fid[name].update(self.features_of(images), real=False)
+            features = self.features_of(images)
+            self.cascade_fid[name].update(features, real=False)
             values = torch.as_tensor(psnr(images.numpy(), real_high), dtype=torch.float32)
             self.psnr[name].update(values.to(self.device))
+            self._record(f"{name}_features", indices[rows], features)
+            self._record(f"{name}_psnr", indices[rows], values)
 
     def _inpainting(
         self, batch: dict[str, Any], captions: list[str], indices: Tensor, seed: int
@@ -323,15 +371,18 @@ class GlideEvaluationModule(pl.LightningModule):
             seed=seed,
         )
         truth = self.features_of(torch.as_tensor(compared["ground_truth"]["region_crops"]))
+        self._record("truth_region", indices[rows], truth)
         for name in models:
             result = compared[name]
             self.band_error[name].update(
                 torch.tensor(float(result["band_error"]), device=self.device),
                 weight=len(examples),
             )
-            crops = torch.as_tensor(result["region_crops"])
+            crops = self.features_of(torch.as_tensor(result["region_crops"]))
             self.region_fid[name].update(truth, real=True)
-            self.region_fid[name].update(self.features_of(crops), real=False)
+            self.region_fid[name].update(crops, real=False)
+            self._record(f"{name}_region", indices[rows], crops)
+            self._record(f"{name}_band", indices[rows], torch.as_tensor(result["band_errors"]))
             self._keep_for_grid(
                 f"inpaint_{name}", torch.as_tensor(result["edited"]).cpu(), indices[rows]
             )
@@ -373,4 +424,26 @@ class GlideEvaluationModule(pl.LightningModule):
             )
             inpainting.update(sample_counts(self.region_fid["finetuned"]))
             results["inpainting"] = inpainting
-        self.results = results
+        self.results = with_uncertainty(results, self._gathered_values(), self.settings)
+
+    def _gathered_values(self) -> dict[str, Any]:
+        """Every per-sample value, gathered from all workers, in caption order."""
+        for metric in self.per_sample.values():
+            metric.fill_if_empty()
+        got = {name: metric.compute() for name, metric in self.per_sample.items()}
+        values: dict[str, Any] = {
+            "real": self.reference["base"].features,
+            "real_image_emb": got["real_image_emb"],
+            "real_text_emb": got["real_text_emb"],
+            "sweep_features": {c.name: got[f"{c.name}_features"] for c in self.conditions},
+            "sweep_clip": {c.name: got[f"{c.name}_clip"] for c in self.conditions},
+        }
+        if len(self.psnr):
+            values["real_hires"] = self.reference["hires"].features
+            values["cascade_features"] = {k: got[f"{k}_features"] for k in self.cascade_fid}
+            values["cascade_psnr"] = {k: got[f"{k}_psnr"] for k in self.psnr}
+        if len(self.band_error):
+            values["inpaint_truth"] = got["truth_region"]
+            values["inpaint_regions"] = {k: got[f"{k}_region"] for k in self.band_error}
+            values["inpaint_band"] = {k: got[f"{k}_band"] for k in self.band_error}
+        return values

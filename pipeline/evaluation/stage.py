@@ -100,8 +100,9 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     for row in results["sweeps"]:
         name = f"{row['guidance']}_{row['scale']:g}"
         for key in ("fid", "kid", clip, *READOUT_KEYS):
-            if key in row:
-                out[f"{name}/{key}"] = float(row[key])
+            for suffix in ("", "_low", "_high"):
+                if key + suffix in row:
+                    out[f"{name}/{key}{suffix}"] = float(row[key + suffix])
     for part in ("cascade", "inpainting"):
         for key, value in results.get(part, {}).items():
             out[f"{part}/{key}"] = float(value)
@@ -168,7 +169,7 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
         results, grids = evaluate_on_ray(settings, evaluation_dataset(examples), paths, Path(tmp))
     claims = check_claims(results)
     record = {
-        **results,
+        **{k: v for k, v in results.items() if k != "replicates"},  # per resample: too long
         "num_samples": int(ev.num_samples),
         "data": data,
         "models": sorted(k for k in paths if k != "reference"),
@@ -183,6 +184,7 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
         "data": data,
         "steps": ev.sample_steps,
         "seed": int(ev.seed),
+        "source": source,
         "mlflow_run_id": run.parent_run_id if run else "",
     }
     report = markdown_report(results, claims, context)

@@ -8,7 +8,6 @@ import torch
 
 from pipeline.evaluation.module import GlideEvaluationModule
 from pipeline.evaluation.reference_stats import reference_features_of_images
-from pipeline.evaluation.report import check_claims, markdown_report
 from pipeline.evaluation.stage import flat_metrics
 from pipeline.models.clip_file import load_noised_clip
 from pipeline.models.eval_clip import load_eval_clip
@@ -36,6 +35,9 @@ SETTINGS = dict(
     inpaint_band_width=2,
     kid_subset_size=4,
     kid_subsets=5,
+    confidence=0.9,
+    bootstrap_replicates=30,
+    min_claim_samples=4,
     seed=3,
     grid_images=2,
     scene_readout={"colours": ["red", "blue", "green", "white"], "shapes": ["circle", "star"]},
@@ -132,6 +134,27 @@ def test_every_condition_gets_fid_kid_and_clip_score_with_sample_counts(parts):
         "cfg_3/fid" in flat and "clip_2/clip_score_proxy" in flat and "cascade/psnr_bicubic" in flat
     )
     assert "cfg_3/colour_accuracy" in flat and "cfg_3/shape_accuracy" in flat
+    assert "cfg_3/fid_low" in flat and "cascade/psnr_upsampler_high" in flat
+
+
+def test_every_figure_carries_an_interval_from_per_sample_values(parts):
+    results = evaluate(parts).results
+    for row in results["sweeps"]:
+        for key in ("fid", "clip_score_proxy", "kid", "both_accuracy"):
+            assert row[f"{key}_low"] <= row[key] <= row[f"{key}_high"], key
+        assert row["fid_high"] > row["fid_low"]  # eight different samples: a real spread
+    for part, keys in (
+        ("cascade", ("psnr_upsampler", "psnr_bicubic", "fid_upsampler", "fid_bicubic")),
+        ("inpainting", ("band_error_finetuned", "fid_region_replace")),
+    ):
+        for key in keys:
+            figures = results[part]
+            assert figures[f"{key}_low"] <= figures[key] <= figures[f"{key}_high"], key
+            assert len(results["replicates"][f"{part}/{key}"]) == 30
+    retrieval = results["eval_clip_retrieval"]
+    assert retrieval["pairs"] == 8 and retrieval["chance"] == pytest.approx(0.25)  # 4 captions x2
+    assert retrieval["accuracy_low"] <= retrieval["accuracy"] <= retrieval["accuracy_high"]
+    assert results["uncertainty"]["confidence"] == 0.9
 
 
 def test_same_settings_give_the_same_figures_and_other_seed_other_samples(parts):
@@ -141,61 +164,6 @@ def test_same_settings_give_the_same_figures_and_other_seed_other_samples(parts)
     np.testing.assert_array_equal(first.grids["cfg_3"], second.grids["cfg_3"])
     other = evaluate(parts, cascade_samples=0, inpaint_samples=0, clip_guidance_scales=[], seed=4)
     assert not np.array_equal(first.grids["cfg_3"], other.grids["cfg_3"])
-
-
-def sweep_results(cfg_points, clip_points=(), **parts):
-    rows = [
-        {"guidance": kind, "scale": s, "fid": f, "kid": 0.01, "kid_std": 0.0, "clip_score": c,
-         "num_fake": 64, "num_real": 64}
-        for kind, points in (("cfg", cfg_points), ("clip", clip_points))
-        for s, f, c in points
-    ]  # fmt: skip
-    return {"clip_metric": "clip_score", "sweeps": rows, **parts}
-
-
-def test_claims_follow_the_numbers():
-    glide_like = sweep_results(
-        [(1.0, 30.0, 20.0), (2.0, 20.0, 24.0), (3.0, 25.0, 27.0), (5.0, 40.0, 29.0)],
-        [(1.0, 45.0, 22.0), (4.0, 50.0, 26.0)],
-        cascade={"psnr_upsampler": 25.0, "psnr_bicubic": 22.0, "fid_upsampler": 10.0,
-                 "fid_bicubic": 30.0, "num_fake": 64},
-        inpainting={"band_error_finetuned": 0.05, "band_error_replace": 0.09,
-                    "fid_region_finetuned": 12.0, "fid_region_replace": 20.0, "num_fake": 64},
-    )  # fmt: skip
-    verdicts = {c.key: c.verdict for c in check_claims(glide_like)}
-    assert set(verdicts.values()) == {"reproduced"}
-
-    monotone_fid = sweep_results([(1.0, 20.0, 20.0), (2.0, 25.0, 21.0), (3.0, 30.0, 19.0)])
-    verdicts = {c.key: c.verdict for c in check_claims(monotone_fid)}
-    assert verdicts["fid_u_shaped"] == "not reproduced"
-    assert verdicts["clip_score_rises"] == "not reproduced"
-    assert verdicts["cfg_beats_clip_guidance"] == "not measured"
-    assert verdicts["upsampler_beats_bicubic"] == "not measured"
-
-    clip_better = sweep_results([(1.0, 30.0, 20.0), (3.0, 40.0, 28.0)], [(2.0, 10.0, 24.0)])
-    verdicts = {c.key: c.verdict for c in check_claims(clip_better)}
-    assert verdicts["cfg_beats_clip_guidance"] == "not reproduced"
-
-
-def test_report_names_each_claim_with_its_numbers():
-    results = sweep_results(
-        [(1.0, 30.0, 20.0), (2.0, 20.0, 24.0), (3.0, 25.0, 27.0)], [(2.0, 45.0, 22.0)]
-    )
-    results["clip_metric"] = "clip_score_proxy"
-    for row in results["sweeps"]:
-        row["clip_score_proxy"] = row.pop("clip_score")
-    claims = check_claims(results)
-    text = markdown_report(results, claims, {"profile": "ci", "num_samples": 64})
-    for claim in claims:
-        assert claim.statement in text and claim.verdict in text
-    assert "s=2: 20.00" in text  # the FID at scale 2, as the U-shape claim's evidence
-    assert "not the standard CLIP score" in text
-    assert "| cfg | 3 | 25.00 |" in text
-    assert "Caption following" not in text  # only with the embedded scenes' read-out
-    for row in results["sweeps"]:
-        row.update(colour_accuracy=0.75, shape_accuracy=0.5, both_accuracy=0.5, readout_scored=8)
-    text = markdown_report(results, claims, {"profile": "ci", "num_samples": 64})
-    assert "| cfg | 3 | 75% | 50% | 50% | 8 |" in text
 
 
 def test_the_base_model_is_scored_on_its_own_unguided_samples(parts, tmp_path):

@@ -192,10 +192,14 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
         "inpainter_beats_replacement",
         "upsampler_beats_bicubic",
     }
+    # 8 samples (4 upsampled, 2 edits) are below evaluate.min_claim_samples: nothing decided
+    assert set(record["claims"].values()) == {"not measurable"}
+    for row in record["sweeps"]:
+        assert row["fid_low"] <= row["fid"] <= row["fid_high"]  # both ends kept
+    assert "replicates" not in record and record["eval_clip_retrieval"]["pairs"] == 8
     report = (root / "reports/eval.md").read_text()
-    assert "not the standard CLIP score" in report
-    for verdict in record["claims"].values():
-        assert verdict in report
+    assert "not the standard CLIP score" in report and "95% intervals" in report
+    assert "below evaluate.min_claim_samples=10" in report
     rows = json.loads((root / "plots/guidance_sweep_cfg.json").read_text())
     assert [r["scale"] for r in rows] == [1.0, 3.0]
     plots = run([str(BIN / "dvc"), "plots", "show", "--json"], root)
