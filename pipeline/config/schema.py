@@ -87,8 +87,14 @@ class ShardConfig:
     max_aspect_ratio: float = 2.0
     max_image_pixels: int = 89_478_485  # decompression-bomb limit (PIL's default)
     max_skipped_fraction: float = 0.1
+    # Images whose crop is one plain colour (a fully transparent PNG composited on white):
+    # false keeps them, counted and listed in the manifest; true skips them (reason "blank image").
+    skip_blank_images: bool = False
     batch_size: int = 64  # Ray Data batch size for decoding/resizing
     output_dir: str = "data/shards"
+    # The stage's metrics JSON. "": metrics/shard.json (the DVC pipeline's) while output_dir is
+    # data/shards, else <output_dir>/metrics.json, so a run elsewhere leaves the pipeline's alone.
+    metrics: str = ""
     synthetic: SyntheticScenesConfig = field(default_factory=SyntheticScenesConfig)
 
 

@@ -6,6 +6,9 @@ size and aspect checks, centre crop, then the cascade pair: the high-res crop an
 downsampled from it by area averaging. A sample that cannot be used raises :class:`SkipSample`
 with a short, stable ``reason`` code that the sharding job counts and reports.
 
+A blank crop (every channel near-constant, :func:`is_blank`: a fully transparent PNG becomes
+plain white) is flagged in the result, or skipped with ``skip_blank``.
+
 Images are never flipped: captions speak of left and right.
 
 PIL globals are left alone. The decompression-bomb limit is checked here from the header size,
@@ -37,6 +40,7 @@ ASPECT = "aspect ratio"
 MISSING_CAPTION = "missing caption"
 EMPTY_CAPTION = "empty caption"
 UNDECODABLE_CAPTION = "undecodable caption"
+BLANK = "blank image"
 REASONS = (
     ZERO_BYTE,
     CORRUPT,
@@ -47,7 +51,11 @@ REASONS = (
     MISSING_CAPTION,
     EMPTY_CAPTION,
     UNDECODABLE_CAPTION,
+    BLANK,
 )
+# An image is blank when the pixel standard deviation of each of its channels (0..255) is below
+# this: a plain colour, or nothing but faint compression noise on one.
+BLANK_STD = 2.0
 
 PNG_COMPRESS_LEVEL = 3  # fixed, so encode_png is byte-deterministic
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
@@ -189,6 +197,17 @@ def downsample(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.Resampling.BOX)
 
 
+def pixel_std(image: np.ndarray) -> float:
+    """The largest per-channel standard deviation of a uint8 image [H, W, C] (0..255 scale)."""
+    arr = np.asarray(image, dtype=np.float64)
+    return float(arr.reshape(-1, arr.shape[-1]).std(axis=0).max())
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """True when every channel of ``image`` is near-constant (see :data:`BLANK_STD`)."""
+    return pixel_std(image) < BLANK_STD
+
+
 def prepare_sample(
     image_bytes: bytes,
     caption_bytes: bytes | None,
@@ -198,12 +217,14 @@ def prepare_sample(
     min_image_size: int,
     max_aspect_ratio: float,
     max_image_pixels: int,
+    skip_blank: bool,
 ) -> dict[str, Any]:
     """Validate and resize one sample into the cascade pair.
 
     Returns ``{"base": uint8 [base, base, 3], "hires": uint8 [up, up, 3], "caption": str,
-    "source_size": [w, h]}`` (the size after EXIF orientation). ``base`` is ``hires``
-    area-averaged down, so the pair is consistent. Raises SkipSample.
+    "source_size": [w, h], "blank": bool}`` (the size after EXIF orientation; ``blank``: the
+    high-res crop is a plain colour, :func:`is_blank`). ``base`` is ``hires`` area-averaged
+    down, so the pair is consistent. Raises SkipSample, for a blank crop too with ``skip_blank``.
     """
     if not 0 < base_resolution <= upsample_resolution:
         raise ValueError("need 0 < base_resolution <= upsample_resolution")
@@ -215,13 +236,18 @@ def prepare_sample(
         raise SkipSample(TOO_SMALL, f"{width}x{height}: shorter side < {min_image_size}")
     if long / short > max_aspect_ratio:
         raise SkipSample(ASPECT, f"{width}x{height}: {long / short:.2f} > {max_aspect_ratio}")
-    hires = center_crop_resize(img, upsample_resolution)
-    base = downsample(hires, base_resolution)
+    hires_img = center_crop_resize(img, upsample_resolution)
+    hires = np.asarray(hires_img, dtype=np.uint8).copy()
+    blank = is_blank(hires)
+    if blank and skip_blank:
+        raise SkipSample(BLANK, f"pixel std {pixel_std(hires):.2f} < {BLANK_STD} (plain colour)")
+    base = downsample(hires_img, base_resolution)
     return {
         "base": np.asarray(base, dtype=np.uint8).copy(),
-        "hires": np.asarray(hires, dtype=np.uint8).copy(),
+        "hires": hires,
         "caption": caption,
         "source_size": [int(width), int(height)],
+        "blank": blank,
     }
 
 

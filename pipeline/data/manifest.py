@@ -13,7 +13,12 @@ folder is complete. Layout (keys sorted)::
                                       "sha256": "...", "bytes": 123456}, ...]},
                 "val": {...}},
      "skip_reasons": {"corrupt image": 4, ...},
-     "skipped_inputs": [{"index": 17, "source": "a/b.jpg", "reason": "...", "detail": "..."}]}
+     "skipped_inputs": [{"index": 17, "source": "a/b.jpg", "reason": "...", "detail": "..."}],
+     "blank_images": 1,
+     "blank_inputs": [{"index": 23, "source": "c/d.png"}]}
+
+``blank_*``: written samples whose image is one plain colour (kept because
+``shard.skip_blank_images`` is off; with it on they are skipped as "blank image" instead).
 
 ``run_id`` is the only field that differs between two runs with the same inputs and config.
 """
@@ -33,7 +38,7 @@ from pipeline.io import atomic_write_text, sha256_file
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "glide-shards/1"
 # Shard-section keys that do not change the shards' content, left out of the config hash.
-_HASH_EXCLUDED = ("output_dir", "batch_size")
+_HASH_EXCLUDED = ("output_dir", "batch_size", "metrics")
 
 
 class ManifestError(RuntimeError):

@@ -13,6 +13,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+# Ray Train settings for every stage, read by its controller (which gets them from the driver's
+# environment): prints stay prints (Ray Train would route each one through logging, doubling every
+# line on the console), and no preemption watcher. The watcher only logs node drains for Ray
+# Train's own elastic restarts, which our stages turn off (a failed worker fails the stage); Ray
+# starts it as a restartable actor with its arguments in the object store, and the core worker
+# logs an error line about exactly that at every training run.
+RAY_TRAIN_ENV = {
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
 _QUIET_LOGGERS = {
     # "Progress bars disabled" and "execution finished" lines, once per dataset run.
     "ray.data._internal.progress": logging.ERROR,
@@ -41,10 +52,9 @@ def init_ray(ray_cfg: Any) -> None:
     """Start a local Ray with ``num_cpus`` / ``object_store_memory_mb``, or join ``address``."""
     import ray
 
+    for name, value in RAY_TRAIN_ENV.items():
+        os.environ.setdefault(name, value)  # a value the user exported wins
     if not ray.is_initialized():
-        # Ray Train would route every print of a worker through logging, which doubles each
-        # line on the console; plain prints are what our progress log wants.
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         quiet: dict[str, Any] = {
             "log_to_driver": True,  # training progress and worker errors reach the console
             "logging_level": logging.WARNING,
@@ -61,7 +71,7 @@ def init_ray(ray_cfg: Any) -> None:
             package = Path(pipeline.__file__).resolve().parent
             runtime_env = {
                 "py_modules": [str(package)],
-                "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
+                "env_vars": {name: os.environ[name] for name in RAY_TRAIN_ENV},
             }
             ray.init(address=address, runtime_env=runtime_env, **quiet)
         else:

@@ -4,8 +4,8 @@ Every function takes a numpy batch of input references (a whole Ray Data block: 
 job sizes blocks and runs ``map_batches(batch_size=None)``, which avoids re-bundling small
 blocks into few tasks) and yields batches of at most ``chunk_rows`` rows, one output row per
 input, in input order, with the columns of :data:`OUTPUT_COLUMNS`: a usable
-sample has ``reason == ""`` and its two PNGs, a skipped input has its ``reason`` (a short stable
-code) and ``detail``. One row per input is what lets the driver check its accounting.
+sample has ``reason == ""`` and its two PNGs (``blank`` when its image is a plain colour), a
+skipped input has its ``reason`` (a short stable code) and ``detail``. One row per input is what lets the driver check its accounting.
 
 The work done here (decode, validate, crop and resize, render, PNG-encode) is the CPU-heavy
 part; the driver only assigns splits and writes tar files.
@@ -29,6 +29,7 @@ OUTPUT_COLUMNS = (
     "meta",
     "source_w",
     "source_h",
+    "blank",
 )
 UNEXPECTED_ERROR = "unexpected error"
 _DETAIL_MAX = 300
@@ -51,16 +52,27 @@ class RowBuffer:
         hires_png: bytes,
         meta: dict[str, Any],
         size: tuple[int, int],
+        blank: bool = False,
     ) -> None:
-        self._add(
-            source, "", "", caption, base_png, hires_png, json.dumps(meta, sort_keys=True), size
-        )
+        meta_text = json.dumps(meta, sort_keys=True)
+        self._add(source, "", "", caption, base_png, hires_png, meta_text, size, blank)
 
     def skip(self, source: str, reason: str, detail: str = "") -> None:
-        self._add(source, reason, detail[:_DETAIL_MAX], "", b"", b"", "{}", (0, 0))
+        self._add(source, reason, detail[:_DETAIL_MAX], "", b"", b"", "{}", (0, 0), False)
 
-    def _add(self, source, reason, detail, caption, base_png, hires_png, meta, size) -> None:
-        values = (source, reason, detail, caption, base_png, hires_png, meta, size[0], size[1])
+    def _add(self, source, reason, detail, caption, base_png, hires_png, meta, size, blank):
+        values = (
+            source,
+            reason,
+            detail,
+            caption,
+            base_png,
+            hires_png,
+            meta,
+            size[0],
+            size[1],
+            bool(blank),
+        )
         for name, value in zip(OUTPUT_COLUMNS, values, strict=True):
             self.columns[name].append(value)
 
@@ -81,6 +93,8 @@ class RowBuffer:
         for name, values in self.columns.items():
             if name in ("source_w", "source_h"):
                 batch[name] = np.asarray(values, dtype=np.int64)
+            elif name == "blank":
+                batch[name] = np.asarray(values, dtype=bool)
             else:
                 array = np.empty(len(values), dtype=object)
                 array[:] = values
@@ -141,6 +155,7 @@ def _prepare(rows: RowBuffer, source: str, image: bytes, caption: bytes | None, 
         encode_png(sample["hires"]),
         meta,
         tuple(sample["source_size"]),
+        sample["blank"],
     )
 
 
@@ -264,6 +279,7 @@ def prep_kwargs(shard_cfg: Any) -> dict[str, Any]:
         "min_image_size": int(shard_cfg.min_image_size),
         "max_aspect_ratio": float(shard_cfg.max_aspect_ratio),
         "max_image_pixels": int(shard_cfg.max_image_pixels),
+        "skip_blank": bool(shard_cfg.skip_blank_images),
     }
 
 

@@ -26,6 +26,9 @@ Design:
   temporary file and renamed, stale shards (and temporary files of killed runs) not in the new
   listing are deleted, and the manifest is written last: when a manifest exists, the folder
   holds exactly the shards it lists.
+- **Blank images.** Samples whose image is one plain colour (``image_prep.is_blank``) are
+  written and listed in the manifest (``blank_inputs``), or skipped with
+  ``shard.skip_blank_images``.
 - **Accounting.** Every input yields exactly one row (sample or skip record); the stage checks
   ``inputs == written + skipped``, and for synthetic/folder sources that ``inputs`` equals the
   number of references it listed, and raises :class:`ShardingError` otherwise, or when the
@@ -208,6 +211,7 @@ def build_shards(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]:
         split: SplitWriter(out_dir / split, int(shard.samples_per_shard)) for split in SPLITS
     }
     skipped: list[dict[str, Any]] = []
+    blank: list[dict[str, Any]] = []
     reasons: Counter = Counter()
     inputs = 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
@@ -232,6 +236,8 @@ def build_shards(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]:
             else:
                 split = hashed_split(seed, source, val_fraction)
             writers[split].add(_to_sample(row, index, split))
+            if row["blank"]:
+                blank.append({"index": index, "source": source})
     for writer in writers.values():
         writer.flush()
 
@@ -287,6 +293,8 @@ def build_shards(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]:
         },
         "skip_reasons": dict(sorted(reasons.items())),
         "skipped_inputs": skipped,
+        "blank_images": len(blank),
+        "blank_inputs": blank,
     }
     write_manifest(out_dir, manifest)
     return manifest

@@ -302,11 +302,23 @@ def _resolve_tokenizer(tokenizer: Any) -> Any:
     return _TOKENIZER_CACHE[cache_key]
 
 
-def _tokenize(batch: dict[str, np.ndarray], *, tokenizer: Any, text_ctx: int, keep_text: bool):
-    from pipeline.text import tokenize_batch
+def _tokenize(
+    batch: dict[str, np.ndarray], *, tokenizer: Any, text_ctx: int, keep_text: bool, tally: Any
+):
+    import ray
+
+    from pipeline.text import encode_batch, tokenize_batch
 
     captions = [str(c) for c in batch["caption"]]
-    tokens, mask = tokenize_batch(_resolve_tokenizer(tokenizer), captions, text_ctx)
+    if tally is None:
+        tokens, mask = tokenize_batch(_resolve_tokenizer(tokenizer), captions, text_ctx)
+    else:
+        encoded = encode_batch(_resolve_tokenizer(tokenizer), captions, text_ctx)
+        tokens, mask = encoded.tokens, encoded.mask
+        cut = [i for i, truncated in enumerate(encoded.truncated) if truncated]
+        if cut:  # waited for, so the stage's summary counts every batch read
+            keys = [str(batch["key"][i]) for i in cut]
+            ray.get(tally.record.remote([captions[i] for i in cut], text_ctx, keys))
     out = {name: value for name, value in batch.items() if keep_text or value.dtype != object}
     out["tokens"] = tokens.numpy()
     out["mask"] = mask.numpy()
@@ -314,7 +326,13 @@ def _tokenize(batch: dict[str, np.ndarray], *, tokenizer: Any, text_ctx: int, ke
 
 
 def tokenize_captions(
-    ds: Any, tokenizer: Any, text_ctx: int, *, batch_size: int = 256, keep_text: bool = True
+    ds: Any,
+    tokenizer: Any,
+    text_ctx: int,
+    *,
+    batch_size: int = 256,
+    keep_text: bool = True,
+    tally: Any = None,
 ) -> Any:
     """Add ``tokens`` (int64 [text_ctx]) and ``mask`` (bool [text_ctx]) columns, tokenised in
     batches on the workers with ``pipeline.text.tokenize_batch``.
@@ -322,13 +340,20 @@ def tokenize_captions(
     ``tokenizer`` is a picklable Tokenizer object, or better a spec the workers build (once per
     process) with ``pipeline.text.get_tokenizer``: ``"clip"``, or ``{"name": "gpt2",
     "encoder_json": path, "vocab_bpe": path}``. ``keep_text=False`` drops the string columns
-    (caption, key) so ``iter_torch_batches`` needs no collate_fn. Order is kept."""
+    (caption, key) so ``iter_torch_batches`` needs no collate_fn. Order is kept. Captions longer
+    than ``text_ctx`` are truncated: recorded in ``tally`` (from :func:`caption_tally`, one
+    summary line for the stage), or without one a CaptionTruncatedWarning per batch."""
     if isinstance(tokenizer, dict) and "name" not in tokenizer:
         raise ValueError("a tokenizer spec dict needs a 'name' key")
     ds = ds.map_batches(
         _tokenize,
         batch_size=batch_size,
-        fn_kwargs={"tokenizer": tokenizer, "text_ctx": int(text_ctx), "keep_text": keep_text},
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "text_ctx": int(text_ctx),
+            "keep_text": keep_text,
+            "tally": tally,
+        },
     )
     ds.context.execution_options.preserve_order = True
     return ds
@@ -370,3 +395,25 @@ def corruption_tally() -> Any:
             return {"count": sum(e[3] for e in self.events), "events": sorted(self.events)}
 
     return CorruptionTally.remote()
+
+
+def caption_tally() -> Any:
+    """A Ray actor counting the samples whose caption :func:`tokenize_captions` truncated, each
+    once however many epochs read it: ``ray.get(t.summary.remote())`` -> ``(count, line)``,
+    the line ("" when none) from ``pipeline.text.TruncationTally.summary``."""
+    import ray
+
+    from pipeline.text import TruncationTally
+
+    @ray.remote(num_cpus=0)
+    class CaptionTally:
+        def __init__(self) -> None:
+            self.tally = TruncationTally()
+
+        def record(self, captions: list[str], text_ctx: int, keys: list[str]) -> None:
+            self.tally.add(captions, text_ctx, keys)
+
+        def summary(self) -> tuple[int, str]:
+            return self.tally.count, self.tally.summary()
+
+    return CaptionTally.remote()

@@ -42,6 +42,7 @@ def _eval_loop(config: dict[str, Any]) -> None:
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     from pipeline.evaluation.stage_models import build_evaluation_module
+    from pipeline.text import collect_truncations
     from pipeline.training.launcher import _raise_priority
 
     _raise_priority()
@@ -63,8 +64,11 @@ def _eval_loop(config: dict[str, Any]) -> None:
     )
     trainer = prepare_trainer(trainer)
     feed = EvalFeed(ray.train.get_dataset_shard("eval"), int(settings["batch_size"]))
-    trainer.test(module, dataloaders=feed, verbose=False)
+    with collect_truncations() as truncations:  # every condition samples the same captions
+        trainer.test(module, dataloaders=feed, verbose=False)
     context = ray.train.get_context()
+    if truncations.count:
+        print(f"[evaluate] rank {context.get_world_rank()}: {truncations.summary()}", flush=True)
     if context.get_world_rank() == 0:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / RESULTS).write_text(json.dumps(module.results))

@@ -11,8 +11,10 @@ Conventions shared by every tokenizer of the project:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -79,16 +81,65 @@ def encode_batch(tokenizer: Tokenizer, captions: list[str], text_ctx: int) -> To
     return TokenizedBatch(tokens, mask, truncated)
 
 
+class TruncationTally:
+    """Captions cut to ``text_ctx``, each counted once per ``text_ctx`` (by its key, or by its
+    text when no keys are given), with the first one as an example: one line for a whole stage
+    instead of one warning per batch."""
+
+    def __init__(self) -> None:
+        self.cut: dict[int, set[str]] = {}
+        self.example = ""
+
+    def add(self, captions: Sequence[str], text_ctx: int, keys: Sequence[str] = ()) -> None:
+        if captions and not self.example:
+            self.example = str(captions[0])
+        self.cut.setdefault(int(text_ctx), set()).update(map(str, keys or captions))
+
+    @property
+    def count(self) -> int:
+        return sum(len(ids) for ids in self.cut.values())
+
+    def summary(self) -> str:
+        """``"3 captions longer than text_ctx=32 tokens were truncated (e.g. '...')"``, or ""."""
+        if not self.count:
+            return ""
+        parts = [
+            f"{len(ids)} caption{'s' * (len(ids) != 1)} longer than text_ctx={ctx} tokens"
+            for ctx, ids in sorted(self.cut.items())
+        ]
+        example = self.example if len(self.example) <= 80 else self.example[:77] + "..."
+        return f"{'; '.join(parts)} were truncated, as GLIDE does (e.g. {example!r})"
+
+
+_TALLIES: list[TruncationTally] = []
+
+
+@contextlib.contextmanager
+def collect_truncations() -> Iterator[TruncationTally]:
+    """Within this block, :func:`tokenize_batch` adds truncated captions to the tally it yields
+    instead of warning (print ``tally.summary()`` once at the end)."""
+    tally = TruncationTally()
+    _TALLIES.append(tally)
+    try:
+        yield tally
+    finally:
+        _TALLIES.remove(tally)
+
+
 def tokenize_batch(
     tokenizer: Tokenizer, captions: list[str], text_ctx: int, warn: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens LongTensor[B, text_ctx], mask BoolTensor[B, text_ctx]).
 
-    Captions longer than text_ctx are truncated and, unless warn=False, a
-    CaptionTruncatedWarning is issued; use `encode_batch` to get the per-caption flags.
+    Captions longer than text_ctx are truncated and, unless warn=False, reported: added to the
+    innermost :func:`collect_truncations` tally if one is open, else as a
+    CaptionTruncatedWarning. `encode_batch` gives the per-caption flags.
     """
     batch = encode_batch(tokenizer, captions, text_ctx)
-    if warn and any(batch.truncated):
+    if warn and _TALLIES and any(batch.truncated):
+        cut = [c for c, t in zip(captions, batch.truncated, strict=True) if t]
+        _TALLIES[-1].add(cut, text_ctx)
+    elif warn and any(batch.truncated):
         n = sum(batch.truncated)
         first = next(c for c, t in zip(captions, batch.truncated, strict=True) if t)
         warnings.warn(

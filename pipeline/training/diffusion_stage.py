@@ -16,7 +16,7 @@ from pipeline.data import init_ray, read_manifest, tokenize_captions, training_d
 from pipeline.data.examples import held_out_examples
 from pipeline.data.manifest import MANIFEST_NAME
 from pipeline.data.ray_capacity import require_capacity, training_demand
-from pipeline.data.train_input import samples_per_epoch
+from pipeline.data.train_input import caption_tally, samples_per_epoch
 from pipeline.io import atomic_write_text, sha256_file
 from pipeline.models.model_file import read_model_file, require_compatible
 from pipeline.tracking import StageRun, stage_run
@@ -70,6 +70,15 @@ def input_images(model_kwargs: dict[str, Any], train: DictConfig) -> dict[str, A
     return {"image_key": "base"}
 
 
+def report_truncations(stage: str, tally: Any) -> None:
+    """One line for the stage's truncated training captions (a :func:`caption_tally`)."""
+    import ray
+
+    count, line = ray.get(tally.summary.remote())
+    if count:
+        print(f"[{stage}] training samples: {line}", flush=True)
+
+
 def run_diffusion_stage(
     cfg: DictConfig,
     *,
@@ -99,6 +108,7 @@ def run_diffusion_stage(
         **(model_overrides or {}),
     }
     images = input_images(model_kwargs, train)
+    truncations = caption_tally()
 
     def make_dataset(first_sample: int, batch: int, rank: int, world_size: int) -> Any:
         window = stream_window(first_sample, int(train.max_steps), batch, epoch_size, world_size)
@@ -113,7 +123,11 @@ def run_diffusion_stage(
             manifest=manifest,
         )
         return tokenize_captions(
-            dataset, tokenizer_spec(model_cfg), int(model_cfg.text_ctx), keep_text=False
+            dataset,
+            tokenizer_spec(model_cfg),
+            int(model_cfg.text_ctx),
+            keep_text=False,
+            tally=truncations,
         )
 
     inputs = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
@@ -147,6 +161,7 @@ def run_diffusion_stage(
         else None,
         grid_output=grid_path,
     )
+    report_truncations(stage, truncations)
     record = {**metrics, "mlflow_run_id": run.run_id if run else ""}
     atomic_write_text(metrics_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     if run is not None:

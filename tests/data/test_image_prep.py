@@ -233,6 +233,7 @@ PREP = {
     "min_image_size": 32,
     "max_aspect_ratio": 2.0,
     "max_image_pixels": BIG,
+    "skip_blank": False,
 }
 
 
@@ -269,6 +270,21 @@ def test_too_small_and_aspect_ratio():
     assert skip_reason(prepare_sample, wide, b"x", **PREP) == "aspect ratio"
     ok = encode(noise(128, 64), "PNG")  # exactly the limit
     assert prepare_sample(ok, b"x", **PREP)["source_size"] == [128, 64]
+
+
+def test_blank_images_are_flagged_or_skipped():
+    """A fully transparent PNG becomes plain white: flagged, or skipped with skip_blank."""
+    clear = Image.new("RGBA", (80, 64), (200, 30, 30, 0))
+    out = prepare_sample(encode(clear, "PNG"), b"a logo", **PREP)
+    assert out["blank"] and (out["hires"] == 255).all()
+    skipping = {**PREP, "skip_blank": True}
+    assert skip_reason(prepare_sample, encode(clear, "PNG"), b"x", **skipping) == "blank image"
+    flat_red = encode(Image.new("RGB", (64, 64), (255, 0, 0)), "JPEG", quality=90)
+    assert prepare_sample(flat_red, b"x", **PREP)["blank"]  # one colour, compression noise
+    speck = np.full((64, 64, 3), 255, dtype=np.uint8)
+    speck[30:34, 30:34] = 0  # a small black mark on white is content
+    assert not prepare_sample(encode(Image.fromarray(speck), "PNG"), b"x", **PREP)["blank"]
+    assert not prepare_sample(encode(noise(64, 64), "PNG"), b"x", **PREP)["blank"]
 
 
 def test_prepare_sample_reports_caption_and_image_problems():

@@ -286,3 +286,45 @@ def test_img2dataset_import_with_filters_and_unsafe_members(img2dataset_dir, tmp
     assert [s["key"] for s in samples] == [
         f"train-{i:09d}" for i in (1, 2, 7, 8)
     ]  # unsafe member first
+
+
+# ------------------------------------------------------------------------------ blank images
+
+
+@pytest.fixture(scope="module")
+def clip_art_folder(tmp_path_factory):
+    """Clip art as users have it: two pictures and two fully transparent PNGs."""
+    root = tmp_path_factory.mktemp("clip_art")
+    clear = Image.new("RGBA", (40, 40), (10, 200, 10, 0))
+    images = {
+        "drawn.png": encode(Image.fromarray(pattern(40, 40, 40)).convert("RGBA"), "PNG"),
+        "photo.jpg": encode(pattern(48, 40, 41), "JPEG"),
+        "clear_1.png": encode(clear, "PNG"),
+        "clear_2.png": encode(clear.resize((64, 48)), "PNG"),
+    }
+    for name, data in images.items():
+        (root / name).write_bytes(data)
+        (root / name).with_suffix(".txt").write_text(f"caption of {name}")
+    return root
+
+
+def test_blank_images_are_kept_and_listed_or_skipped(clip_art_folder, tmp_path):
+    folder = ("shard.source=folder", f"shard.input_path={clip_art_folder}")
+    kept = build_shards(config(tmp_path / "kept", *folder, "shard.max_skipped_fraction=0.6"))
+    assert kept["written"] == 4 and kept["skipped"] == 0
+    assert kept["blank_images"] == 2
+    assert [b["source"] for b in kept["blank_inputs"]] == ["clear_1.png", "clear_2.png"]
+
+    skipped = build_shards(
+        config(
+            tmp_path / "skipped",
+            *folder,
+            "shard.max_skipped_fraction=0.6",
+            "shard.skip_blank_images=true",
+        )
+    )
+    assert skipped["written"] == 2 and skipped["blank_images"] == 0
+    assert skipped["skip_reasons"] == {image_prep.BLANK: 2}
+    reasons = {s["source"]: s["reason"] for s in skipped["skipped_inputs"]}
+    assert reasons == {"clear_1.png": image_prep.BLANK, "clear_2.png": image_prep.BLANK}
+    _check_accounting(skipped, tmp_path / "skipped")

@@ -9,6 +9,7 @@ import ray
 from pipeline.data.manifest import read_manifest
 from pipeline.data.sharding import build_shards
 from pipeline.data.train_input import (
+    caption_tally,
     collate_to_torch,
     corruption_tally,
     epoch_plan,
@@ -17,6 +18,7 @@ from pipeline.data.train_input import (
     tokenize_captions,
     training_dataset,
 )
+from pipeline.text import encode_batch, get_tokenizer
 from pipeline.training.data_feed import stream_window
 from tests.data.helpers import config
 
@@ -124,6 +126,25 @@ def test_torch_batches_and_tokens(shard_dir):
     assert str(batch["mask"].dtype) == "torch.bool" and bool(batch["mask"][:, 0].all())
     keyed = tokenize_captions(ds, "clip", 24).take_all()
     assert [row["key"] for row in keyed] == _keys(ds)
+
+
+def test_truncated_captions_are_tallied_once_per_sample(shard_dir):
+    """Two epochs read every caption twice; each truncated sample counts once, for one line."""
+    text_ctx = 6
+    captions = {row["key"]: row["caption"] for row in training_dataset(shard_dir).take_all()}
+    flags = encode_batch(get_tokenizer("clip"), list(captions.values()), text_ctx).truncated
+    expected = sum(flags)
+    assert 0 < expected < len(captions)  # some captions fit, some do not
+
+    tally = caption_tally()
+    ds = training_dataset(shard_dir, num_epochs=2)
+    rows = tokenize_captions(ds, "clip", text_ctx, keep_text=False, tally=tally).take_all()
+    assert len(rows) == 2 * len(captions)
+    count, line = ray.get(tally.summary.remote())
+    assert count == expected
+    assert line.startswith(f"{expected} captions longer than text_ctx={text_ctx} tokens")
+    truncated = [c for c, flag in zip(captions.values(), flags, strict=True) if flag]
+    assert any(f"(e.g. {c!r})" in line for c in truncated)
 
 
 def test_corrupt_shard_fails_or_is_skipped_and_tallied(shard_dir, tmp_path):

@@ -1,6 +1,7 @@
 """The glide-sample command: files written, seeding, and clear errors for bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,13 @@ def test_unwritable_output_folder_is_a_clear_error(tiny_model_file, tmp_path, ca
         "cannot write the output folder",
         "Not a directory",
     )
+
+
+def test_readme_names_the_files_it_writes(tiny_model_file, tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    args = ["--prompt", "a red circle", "--batch", "2"]
+    assert sample_cli(tiny_model_file, tmp_path, *args) == 0
+    written = sorted(p.name for p in tmp_path.glob("*.png") if p.name != "grid.png")
+    assert written == ["000_000.png", "000_001.png"]
+    assert all(f"`{name}`" in readme for name in written)
+    assert "<prompt>_<image>" not in readme

@@ -10,6 +10,7 @@ from pipeline.text import (
     CaptionTruncatedWarning,
     CLIPBPETokenizer,
     Tokenizer,
+    collect_truncations,
     empty_caption_tokens,
     encode_batch,
     get_tokenizer,
@@ -57,6 +58,25 @@ def test_truncation_is_reported():
         warnings.simplefilter("error")
         tokenize_batch(tok, ["w1 w2 w3 w4"], text_ctx=4)
         tokenize_batch(tok, captions, text_ctx=4, warn=False)
+
+
+def test_truncations_in_a_block_make_one_summary_instead_of_warnings():
+    """A stage samples the same captions under many conditions: one line, not one per batch."""
+    tok = WordTokenizer()
+    long_caption, other = "w1 w2 w3 w4 w5 w6", "w7 w8 w9 w10 w11"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a CaptionTruncatedWarning would fail the test
+        with collect_truncations() as tally:
+            for _ in range(5):  # e.g. five guidance scales
+                tokenize_batch(tok, [long_caption, "w1", other], text_ctx=4)
+            tokenize_batch(tok, [long_caption], text_ctx=3)  # another model's text_ctx
+    assert tally.count == 3
+    assert tally.summary() == (
+        "1 caption longer than text_ctx=3 tokens; 2 captions longer than text_ctx=4 tokens "
+        "were truncated, as GLIDE does (e.g. 'w1 w2 w3 w4 w5 w6')"
+    )
+    with pytest.warns(CaptionTruncatedWarning):  # outside the block: warnings again
+        tokenize_batch(tok, [long_caption], text_ctx=4)
 
 
 def test_empty_caption_is_all_padding(clip_tok):
