@@ -11,6 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from pipeline.config import load_config
 from pipeline.models.model_file import load_model
 from tests.integration.conftest import BIN, run
 
@@ -56,6 +57,33 @@ def test_second_repro_is_a_no_op(ci_pipeline):
         [str(BIN / "dvc"), "status"], cwd=root, capture_output=True, text=True, check=True
     ).stdout
     assert "changed" not in status, status
+
+
+def test_params_show_effective_values_and_an_unused_profile_changes_nothing(ci_pipeline):
+    root, _ = ci_pipeline
+    dvc = str(BIN / "dvc")
+    shown = json.loads(run([dvc, "params", "diff", "--all", "--json"], root, quiet=True))
+    profile_values = shown["conf/profiles/ci.yaml"]
+    ci = load_config(["profile=ci"], params_path=None, conf_dir=root / "conf")
+    assert profile_values["pretrain_base.lr"]["new"] == ci.pretrain_base.lr
+    files = {name: (root / f"conf/profiles/{name}.yaml") for name in ("paper", "ci")}
+    saved = {name: path.read_text() for name, path in files.items()}
+    try:
+        for name, lr in (("paper", 1.0e-5), ("ci", 7.0e-4)):
+            profile = yaml.safe_load(saved[name])
+            profile["pretrain_base"]["lr"] = lr
+            files[name].write_text(yaml.safe_dump(profile, sort_keys=False))
+            status = run([dvc, "status"], root, quiet=True)
+            if name == "paper":  # not the selected profile: nothing to rerun
+                assert "changed" not in status, status
+        assert "pretrain_base:" in status
+        assert "train_upsampler:" not in status and "shard:" not in status  # read no such value
+        diff = json.loads(run([dvc, "params", "diff", "--json"], root, quiet=True))
+        assert diff == {"conf/profiles/ci.yaml": {"pretrain_base.lr": {
+            "old": profile_values["pretrain_base.lr"]["new"], "new": 7.0e-4}}}  # fmt: skip
+    finally:
+        for name, path in files.items():
+            path.write_text(saved[name])
 
 
 def test_exp_run_sets_any_parameter(ci_pipeline):
