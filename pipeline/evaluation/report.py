@@ -198,14 +198,18 @@ def inpainter_beats_replacement(results: dict[str, Any]) -> tuple[str, str]:
         raise NotMeasurable("no inpainting model")
     _require_samples(results, [int(part["num_fake"])], "inpainting edits")
     verdicts, parts = [], []
-    for key, label in (("band_error", "boundary error"), ("fid_region", "region FID")):
+    for key, label, digits in (
+        ("band_error", "boundary error", 4),
+        ("fid_region", "region FID", 2),
+    ):
         ours, theirs = f"inpainting/{key}_finetuned", f"inpainting/{key}_replace"
         point = float(part[f"{key}_replace"]) - float(part[f"{key}_finetuned"])
         reps = _replicates(results, theirs) - _replicates(results, ours)
         verdict, difference = _judge(results, point, reps)
         verdicts.append(verdict)
         parts.append(
-            f"{label} {_fmt(part, f'{key}_finetuned', 4)} vs {_fmt(part, f'{key}_replace', 4)} "
+            f"{label} {_fmt(part, f'{key}_finetuned', digits)} vs "
+            f"{_fmt(part, f'{key}_replace', digits)} "
             f"(replacement minus fine-tuned: {difference})"
         )
     return _both(verdicts), f"{'; '.join(parts)} ({part['num_fake']} edits)"
