@@ -23,7 +23,11 @@ from pipeline.models.execution import configure_for_training
 from pipeline.models.model_file import model_file_payload
 from pipeline.text import PAD_ID
 from pipeline.training.ema import EMA
-from pipeline.training.nonfinite import NonFiniteGuard, NonFiniteLossError  # noqa: F401 (API)
+from pipeline.training.nonfinite import (  # noqa: F401 (NonFiniteLossError: API)
+    NonFiniteGuard,
+    NonFiniteLossError,
+    SkipsNonFiniteSteps,
+)
 from pipeline.training.optim import ClipsGradientsItself, lightning_optimizers
 
 
@@ -63,7 +67,7 @@ def text_lr_groups(model: torch.nn.Module, lr: float, text_lr_scale: float) -> l
     return [{"params": rest, "lr": lr}, {"params": text, "lr": lr * text_lr_scale}]
 
 
-class GlideDiffusionModule(ClipsGradientsItself, pl.LightningModule):
+class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.LightningModule):
     """Trains a GLIDE UNet with the hybrid loss; keeps an EMA of its weights.
 
     ``model_kwargs``: arguments of ``create_glide_model``; ``diffusion``: ``diffusion_steps`` and
@@ -147,23 +151,13 @@ class GlideDiffusionModule(ClipsGradientsItself, pl.LightningModule):
             p2_k=float(self.train_cfg.get("p2_k", 1.0)),
         )
         loss = losses["loss"].mean()
-        finite = torch.isfinite(loss)
-        if self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce(finite.float(), reduce_op="min") > 0
-        optimizer = self.optimizers(use_pl_optimizer=False)
-        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
-        if not self.nonfinite.keep_step(finite, optimizer, scaled, int(self.global_step)):
+        if not self.keep_finite_step(loss):
             self.log(
                 "train/nonfinite_steps", float(self.nonfinite.total), on_step=True, on_epoch=False
             )
             return None
         self._log_losses(losses, t, dropped)
         return loss
-
-    @property
-    def nonfinite_total(self) -> int:
-        """Steps skipped so far for a NaN/inf loss (exact: may wait for the device)."""
-        return self.nonfinite.state_dict()["nonfinite_total"]
 
     def _log_losses(self, losses: dict[str, Tensor], t: Tensor, dropped: Tensor) -> None:
         """Log the step's mean losses (tensors: no host sync); on the steps Lightning sends to
