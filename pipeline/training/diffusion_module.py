@@ -104,15 +104,21 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
         self.recent: dict[str, deque[Tensor]] = {}  # the last steps' losses, kept on device
 
     # ------------------------------------------------------------------ training
-    def conditioning(self, batch: dict[str, Tensor], x_start: Tensor) -> dict[str, Tensor]:
-        """Model inputs other than x_t and t: the caption (some dropped), variant inputs."""
+    def conditioning(
+        self, batch: dict[str, Tensor], x_start: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """(model inputs other than x_t and t, which captions were dropped: bool [B]).
+
+        The inputs are the caption (some replaced by the empty caption, with probability
+        ``caption_drop_prob``, for classifier-free guidance) and the variant's own inputs.
+        """
         tokens, mask = batch["tokens"], batch["mask"].bool()
         p_drop = float(self.train_cfg["caption_drop_prob"])
         dropped = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         if p_drop > 0:
             dropped = torch.rand(tokens.shape[0], device=tokens.device) < p_drop
             tokens, mask = drop_captions(tokens, mask, dropped)
-        kwargs: dict[str, Tensor] = {"tokens": tokens, "mask": mask, "_dropped": dropped}
+        kwargs: dict[str, Tensor] = {"tokens": tokens, "mask": mask}
         if self.model.super_res:
             kwargs["low_res"] = images_to_model_range(batch["low_res"])
             if self.model.noise_cond_aug:  # Imagen: noised low-res input, level given to the model
@@ -123,7 +129,7 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
         if self.model.inpaint:
             kwargs["inpaint_image"] = x_start  # the model masks it itself
             kwargs["inpaint_mask"] = self.training_masks(x_start.shape[0], x_start.shape[-1])
-        return kwargs
+        return kwargs, dropped
 
     def training_masks(self, batch_size: int, size: int) -> Tensor:
         """Random inpainting masks [B, 1, H, W] (1 = keep) from the configured mix.
@@ -139,14 +145,13 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         x_start = images_to_model_range(batch["image"])
-        kwargs = self.conditioning(batch, x_start)
-        dropped = kwargs.pop("_dropped")
+        model_kwargs, dropped = self.conditioning(batch, x_start)
         t = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), device=self.device)
         losses = self.diffusion.training_losses(
             self.model,
             x_start,
             t,
-            model_kwargs=kwargs,
+            model_kwargs=model_kwargs,
             p2_gamma=float(self.train_cfg.get("p2_gamma", 0.0)),
             p2_k=float(self.train_cfg.get("p2_k", 1.0)),
         )
