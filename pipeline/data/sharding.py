@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,7 @@ def _write_samples(
     """Stream the rows in input order: number each one, record the skipped ones, give each
     sample to its split's writer; flush the writers. Returns the tally of what came back."""
     limit = float(cfg.shard.max_skipped_fraction)
+    split_of = _split_rule(cfg)
     tally = _Tally()
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
         for row in shard_tasks.iter_columns(batch):
@@ -271,7 +273,7 @@ def _write_samples(
                 if expected is not None:  # fail early once the limit cannot be met any more
                     _check_skip_fraction(tally, expected, limit)
                 continue
-            split = _split_of(cfg, index, str(row["source"]))
+            split = split_of(index, str(row["source"]))
             writers[split].add(_to_sample(row, index, split))
             if row["blank"]:
                 tally.blank.append({"index": index, "source": str(row["source"])})
@@ -280,13 +282,14 @@ def _write_samples(
     return tally
 
 
-def _split_of(cfg: DictConfig, index: int, source: str) -> str:
-    """The split of input ``index``: an index range for synthetic data, else a seeded hash of
-    its source."""
-    shard = cfg.shard
-    if shard.source == "synthetic":
-        return synthetic_split(index, int(shard.num_samples), float(shard.val_fraction))
-    return hashed_split(int(cfg.seed), source, float(shard.val_fraction))
+def _split_rule(cfg: DictConfig) -> Callable[[int, str], str]:
+    """``split_of(index, source)``: an index range for synthetic data, else a seeded hash of
+    the source."""
+    seed, val_fraction = int(cfg.seed), float(cfg.shard.val_fraction)
+    if cfg.shard.source == "synthetic":
+        total = int(cfg.shard.num_samples)
+        return lambda index, source: synthetic_split(index, total, val_fraction)
+    return lambda index, source: hashed_split(seed, source, val_fraction)
 
 
 def _check_totals(
