@@ -40,6 +40,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -154,20 +156,50 @@ def _remove_stale(out_dir: Path, keep: set[Path]) -> list[str]:
     return removed
 
 
-def _skip_summary(reasons: Counter, skipped: list[dict[str, Any]]) -> str:
-    top = ", ".join(f"{reason}: {count}" for reason, count in reasons.most_common(_REASONS_SHOWN))
-    first = skipped[0] if skipped else None
+@dataclass
+class _Tally:
+    """What the driver received: the number of rows (``inputs``), the skip records and their
+    reasons, and the inputs whose image is blank."""
+
+    inputs: int = 0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    reasons: Counter = field(default_factory=Counter)
+    blank: list[dict[str, Any]] = field(default_factory=list)
+
+    def next_index(self) -> int:
+        """Count one more row; return its input index."""
+        self.inputs += 1
+        return self.inputs - 1
+
+    def skip(self, index: int, row: dict[str, Any]) -> None:
+        """Record a worker's skip row (``reason``, ``detail``) for input ``index``."""
+        reason = str(row["reason"])
+        self.skipped.append(
+            {
+                "index": index,
+                "source": str(row["source"]),
+                "reason": reason,
+                "detail": str(row["detail"]),
+            }
+        )
+        self.reasons[reason] += 1
+
+
+def _skip_summary(tally: _Tally) -> str:
+    top = ", ".join(
+        f"{reason}: {count}" for reason, count in tally.reasons.most_common(_REASONS_SHOWN)
+    )
+    first = tally.skipped[0] if tally.skipped else None
     example = f"; first: {first['source']} ({first['reason']}: {first['detail']})" if first else ""
     return f"{top}{example}"
 
 
-def _check_skip_fraction(
-    skipped: list[dict[str, Any]], inputs: int, limit: float, reasons: Counter
-):
-    if inputs and len(skipped) / inputs > limit:
+def _check_skip_fraction(tally: _Tally, inputs: int, limit: float) -> None:
+    skipped = len(tally.skipped)
+    if inputs and skipped / inputs > limit:
         raise ShardingError(
-            f"skipped {len(skipped)} of {inputs} inputs ({len(skipped) / inputs:.1%}), more than "
-            f"shard.max_skipped_fraction={limit:.1%}: {_skip_summary(reasons, skipped)}"
+            f"skipped {skipped} of {inputs} inputs ({skipped / inputs:.1%}), more than "
+            f"shard.max_skipped_fraction={limit:.1%}: {_skip_summary(tally)}"
         )
 
 
@@ -197,73 +229,106 @@ def build_shards(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]:
     """
     shard = cfg.shard
     init_ray(cfg.ray)
-    out_dir = Path(shard.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until the new one is written
-
-    try:
-        ds, expected = input_dataset(cfg)
-    except SourceError as err:
-        raise ShardingError(str(err)) from err
-    seed, val_fraction = int(cfg.seed), float(shard.val_fraction)
-    limit = float(shard.max_skipped_fraction)
+    out_dir = _output_dir_without_manifest(Path(shard.output_dir))
+    ds, expected = _listed_inputs(cfg)
     writers = {
         split: SplitWriter(out_dir / split, int(shard.samples_per_shard)) for split in SPLITS
     }
-    skipped: list[dict[str, Any]] = []
-    blank: list[dict[str, Any]] = []
-    reasons: Counter = Counter()
-    inputs = 0
+    tally = _write_samples(ds, cfg, writers, expected)
+    _check_totals(tally, writers, expected, cfg)
+    _remove_stale(out_dir, {info.path for writer in writers.values() for info in writer.shards})
+    manifest = _manifest(cfg, run_id, out_dir, writers, tally)
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def _output_dir_without_manifest(out_dir: Path) -> Path:
+    """Create the output folder; remove its manifest (incomplete until the new one is written)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    return out_dir
+
+
+def _listed_inputs(cfg: DictConfig) -> tuple[Any, int | None]:
+    """:func:`input_dataset`, with a source that cannot be listed raised as ShardingError."""
+    try:
+        return input_dataset(cfg)
+    except SourceError as err:
+        raise ShardingError(str(err)) from err
+
+
+def _write_samples(
+    ds: Any, cfg: DictConfig, writers: dict[str, SplitWriter], expected: int | None
+) -> _Tally:
+    """Stream the rows in input order: number each one, record the skipped ones, give each
+    sample to its split's writer; flush the writers. Returns the tally of what came back."""
+    limit = float(cfg.shard.max_skipped_fraction)
+    split_of = _split_rule(cfg)
+    tally = _Tally()
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
         for row in shard_tasks.iter_columns(batch):
-            index, inputs = inputs, inputs + 1
-            source = str(row["source"])
+            index = tally.next_index()
             if row["reason"]:
-                skipped.append(
-                    {
-                        "index": index,
-                        "source": source,
-                        "reason": str(row["reason"]),
-                        "detail": str(row["detail"]),
-                    }
-                )
-                reasons[str(row["reason"])] += 1
+                tally.skip(index, row)
                 if expected is not None:  # fail early once the limit cannot be met any more
-                    _check_skip_fraction(skipped, expected, limit, reasons)
+                    _check_skip_fraction(tally, expected, limit)
                 continue
-            if shard.source == "synthetic":
-                split = synthetic_split(index, int(shard.num_samples), val_fraction)
-            else:
-                split = hashed_split(seed, source, val_fraction)
+            split = split_of(index, str(row["source"]))
             writers[split].add(_to_sample(row, index, split))
             if row["blank"]:
-                blank.append({"index": index, "source": source})
+                tally.blank.append({"index": index, "source": str(row["source"])})
     for writer in writers.values():
         writer.flush()
+    return tally
 
+
+def _split_rule(cfg: DictConfig) -> Callable[[int, str], str]:
+    """``split_of(index, source)``: an index range for synthetic data, else a seeded hash of
+    the source."""
+    seed, val_fraction = int(cfg.seed), float(cfg.shard.val_fraction)
+    if cfg.shard.source == "synthetic":
+        total = int(cfg.shard.num_samples)
+        return lambda index, source: synthetic_split(index, total, val_fraction)
+    return lambda index, source: hashed_split(seed, source, val_fraction)
+
+
+def _check_totals(
+    tally: _Tally, writers: dict[str, SplitWriter], expected: int | None, cfg: DictConfig
+) -> None:
+    """Raise ShardingError unless every input is accounted for, there was any input, few enough
+    were skipped, and some training samples were written."""
+    inputs, skipped = tally.inputs, len(tally.skipped)
     written = sum(writer.num_samples for writer in writers.values())
     if expected is not None and inputs != expected:
         raise ShardingError(f"listed {expected} inputs but received {inputs} results from Ray Data")
-    if inputs != written + len(skipped):
+    if inputs != written + skipped:
         raise ShardingError(
-            f"accounting error: {inputs} inputs != {written} written + {len(skipped)} skipped"
+            f"accounting error: {inputs} inputs != {written} written + {skipped} skipped"
         )
     if inputs == 0:
-        raise ShardingError(f"no inputs found for shard.source={shard.source!r}")
-    _check_skip_fraction(skipped, inputs, limit, reasons)
+        raise ShardingError(f"no inputs found for shard.source={cfg.shard.source!r}")
+    _check_skip_fraction(tally, inputs, float(cfg.shard.max_skipped_fraction))
     if writers["train"].num_samples == 0:
         raise ShardingError(
-            f"no training samples written ({inputs} inputs, {len(skipped)} skipped: "
-            f"{_skip_summary(reasons, skipped)})"
+            f"no training samples written ({inputs} inputs, {skipped} skipped: "
+            f"{_skip_summary(tally)})"
         )
 
-    keep = {info.path for writer in writers.values() for info in writer.shards}
-    _remove_stale(out_dir, keep)
-    manifest = {
+
+def _manifest(
+    cfg: DictConfig,
+    run_id: str | None,
+    out_dir: Path,
+    writers: dict[str, SplitWriter],
+    tally: _Tally,
+) -> dict[str, Any]:
+    """The manifest of the shards just written (see :mod:`pipeline.data.manifest`)."""
+    shard = cfg.shard
+    return {
         "format": MANIFEST_FORMAT,
         "source": str(shard.source),
         "input_path": str(shard.input_path),
-        "seed": seed,
+        "seed": int(cfg.seed),
         "config_hash": shard_config_hash(cfg),
         "run_id": run_id,
         "resolutions": {
@@ -271,30 +336,30 @@ def build_shards(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]:
             "hires": int(shard.upsample_resolution),
         },
         "samples_per_shard": int(shard.samples_per_shard),
-        "val_fraction": val_fraction,
-        "inputs": inputs,
-        "written": written,
-        "skipped": len(skipped),
+        "val_fraction": float(shard.val_fraction),
+        "inputs": tally.inputs,
+        "written": sum(writer.num_samples for writer in writers.values()),
+        "skipped": len(tally.skipped),
         "counts": {split: writer.num_samples for split, writer in writers.items()},
-        "splits": {
-            split: {
-                "num_samples": writer.num_samples,
-                "shards": [
-                    {
-                        "path": info.path.relative_to(out_dir).as_posix(),
-                        "num_samples": info.num_samples,
-                        "sha256": info.sha256,
-                        "bytes": info.size_bytes,
-                    }
-                    for info in writer.shards
-                ],
-            }
-            for split, writer in writers.items()
-        },
-        "skip_reasons": dict(sorted(reasons.items())),
-        "skipped_inputs": skipped,
-        "blank_images": len(blank),
-        "blank_inputs": blank,
+        "splits": {split: _split_listing(writer, out_dir) for split, writer in writers.items()},
+        "skip_reasons": dict(sorted(tally.reasons.items())),
+        "skipped_inputs": tally.skipped,
+        "blank_images": len(tally.blank),
+        "blank_inputs": tally.blank,
     }
-    write_manifest(out_dir, manifest)
-    return manifest
+
+
+def _split_listing(writer: SplitWriter, out_dir: Path) -> dict[str, Any]:
+    """A split's manifest entry: its sample count and shards (path, count, SHA-256, size)."""
+    return {
+        "num_samples": writer.num_samples,
+        "shards": [
+            {
+                "path": info.path.relative_to(out_dir).as_posix(),
+                "num_samples": info.num_samples,
+                "sha256": info.sha256,
+                "bytes": info.size_bytes,
+            }
+            for info in writer.shards
+        ],
+    }

@@ -43,9 +43,9 @@ def _eval_loop(config: dict[str, Any]) -> None:
 
     from pipeline.evaluation.stage_models import build_evaluation_module
     from pipeline.text import collect_truncations
-    from pipeline.training.launcher import _raise_priority
+    from pipeline.training.train_worker import raise_priority
 
-    _raise_priority()
+    raise_priority()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     settings = config["settings"]
     torch.set_num_threads(int(settings["torch_threads"]) or int(settings["cpus_per_worker"]))

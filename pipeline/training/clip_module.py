@@ -31,7 +31,7 @@ from pipeline.training.contrastive import (
     same_caption,
 )
 from pipeline.training.diffusion_module import images_to_model_range
-from pipeline.training.nonfinite import NonFiniteGuard
+from pipeline.training.nonfinite import NonFiniteGuard, SkipsNonFiniteSteps
 from pipeline.training.optim import ClipsGradientsItself, lightning_optimizers
 
 
@@ -40,7 +40,7 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) * 1009 + int(rank))
 
 
-class ClipModule(ClipsGradientsItself, pl.LightningModule):
+class ClipModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.LightningModule):
     """``model_kwargs``: NoisedCLIP settings; ``diffusion``: ``diffusion_steps`` and
     ``noise_schedule``; ``train``: the stage's ClipTrainConfig as a plain dict; ``val``: held-out
     pairs ``{"images": uint8 [N, H, W, 3], "captions": [str]}`` or None; ``log_prefix`` names its
@@ -91,12 +91,7 @@ class ClipModule(ClipsGradientsItself, pl.LightningModule):
         logits = self.model.logits(x_t, t, tokens)
         matches = same_caption(tokens)
         loss = contrastive_loss(logits, matches)
-        finite = torch.isfinite(loss)
-        if self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce(finite.float(), reduce_op="min") > 0
-        optimizer = self.optimizers(use_pl_optimizer=False)
-        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
-        if not self.nonfinite.keep_step(finite, optimizer, scaled, int(self.global_step)):
+        if not self.keep_finite_step(loss):
             return None
         with torch.no_grad():
             hits = matches[torch.arange(len(tokens)), logits.argmax(dim=1)].float().mean()
@@ -111,11 +106,6 @@ class ClipModule(ClipsGradientsItself, pl.LightningModule):
         self.log("loss", loss.detach(), prog_bar=True, logger=False)
         self.recent.append(loss.detach())
         return loss
-
-    @property
-    def nonfinite_total(self) -> int:
-        """Steps skipped so far for a NaN/inf loss (exact: may wait for the device)."""
-        return self.nonfinite.state_dict()["nonfinite_total"]
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW; like CLIP, no weight decay on gains, biases, embeddings and the logit scale."""

@@ -23,7 +23,11 @@ from pipeline.models.execution import configure_for_training
 from pipeline.models.model_file import model_file_payload
 from pipeline.text import PAD_ID
 from pipeline.training.ema import EMA
-from pipeline.training.nonfinite import NonFiniteGuard, NonFiniteLossError  # noqa: F401 (API)
+from pipeline.training.nonfinite import (  # noqa: F401 (NonFiniteLossError: API)
+    NonFiniteGuard,
+    NonFiniteLossError,
+    SkipsNonFiniteSteps,
+)
 from pipeline.training.optim import ClipsGradientsItself, lightning_optimizers
 
 
@@ -63,7 +67,7 @@ def text_lr_groups(model: torch.nn.Module, lr: float, text_lr_scale: float) -> l
     return [{"params": rest, "lr": lr}, {"params": text, "lr": lr * text_lr_scale}]
 
 
-class GlideDiffusionModule(ClipsGradientsItself, pl.LightningModule):
+class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.LightningModule):
     """Trains a GLIDE UNet with the hybrid loss; keeps an EMA of its weights.
 
     ``model_kwargs``: arguments of ``create_glide_model``; ``diffusion``: ``diffusion_steps`` and
@@ -100,15 +104,21 @@ class GlideDiffusionModule(ClipsGradientsItself, pl.LightningModule):
         self.recent: dict[str, deque[Tensor]] = {}  # the last steps' losses, kept on device
 
     # ------------------------------------------------------------------ training
-    def conditioning(self, batch: dict[str, Tensor], x_start: Tensor) -> dict[str, Tensor]:
-        """Model inputs other than x_t and t: the caption (some dropped), variant inputs."""
+    def conditioning(
+        self, batch: dict[str, Tensor], x_start: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """(model inputs other than x_t and t, which captions were dropped: bool [B]).
+
+        The inputs are the caption (some replaced by the empty caption, with probability
+        ``caption_drop_prob``, for classifier-free guidance) and the variant's own inputs.
+        """
         tokens, mask = batch["tokens"], batch["mask"].bool()
         p_drop = float(self.train_cfg["caption_drop_prob"])
         dropped = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         if p_drop > 0:
             dropped = torch.rand(tokens.shape[0], device=tokens.device) < p_drop
             tokens, mask = drop_captions(tokens, mask, dropped)
-        kwargs: dict[str, Tensor] = {"tokens": tokens, "mask": mask, "_dropped": dropped}
+        kwargs: dict[str, Tensor] = {"tokens": tokens, "mask": mask}
         if self.model.super_res:
             kwargs["low_res"] = images_to_model_range(batch["low_res"])
             if self.model.noise_cond_aug:  # Imagen: noised low-res input, level given to the model
@@ -119,7 +129,7 @@ class GlideDiffusionModule(ClipsGradientsItself, pl.LightningModule):
         if self.model.inpaint:
             kwargs["inpaint_image"] = x_start  # the model masks it itself
             kwargs["inpaint_mask"] = self.training_masks(x_start.shape[0], x_start.shape[-1])
-        return kwargs
+        return kwargs, dropped
 
     def training_masks(self, batch_size: int, size: int) -> Tensor:
         """Random inpainting masks [B, 1, H, W] (1 = keep) from the configured mix.
@@ -135,35 +145,24 @@ class GlideDiffusionModule(ClipsGradientsItself, pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         x_start = images_to_model_range(batch["image"])
-        kwargs = self.conditioning(batch, x_start)
-        dropped = kwargs.pop("_dropped")
+        model_kwargs, dropped = self.conditioning(batch, x_start)
         t = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), device=self.device)
         losses = self.diffusion.training_losses(
             self.model,
             x_start,
             t,
-            model_kwargs=kwargs,
+            model_kwargs=model_kwargs,
             p2_gamma=float(self.train_cfg.get("p2_gamma", 0.0)),
             p2_k=float(self.train_cfg.get("p2_k", 1.0)),
         )
         loss = losses["loss"].mean()
-        finite = torch.isfinite(loss)
-        if self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce(finite.float(), reduce_op="min") > 0
-        optimizer = self.optimizers(use_pl_optimizer=False)
-        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
-        if not self.nonfinite.keep_step(finite, optimizer, scaled, int(self.global_step)):
+        if not self.keep_finite_step(loss):
             self.log(
                 "train/nonfinite_steps", float(self.nonfinite.total), on_step=True, on_epoch=False
             )
             return None
         self._log_losses(losses, t, dropped)
         return loss
-
-    @property
-    def nonfinite_total(self) -> int:
-        """Steps skipped so far for a NaN/inf loss (exact: may wait for the device)."""
-        return self.nonfinite.state_dict()["nonfinite_total"]
 
     def _log_losses(self, losses: dict[str, Tensor], t: Tensor, dropped: Tensor) -> None:
         """Log the step's mean losses (tensors: no host sync); on the steps Lightning sends to

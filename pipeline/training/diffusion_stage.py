@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +102,52 @@ def run_diffusion_stage(
     shard_dir = Path(cfg.shard.output_dir).resolve()  # Ray workers may run in another folder
     manifest = read_manifest(shard_dir)
     tokenizer = build_tokenizer(model_cfg)
-    epoch_size = samples_per_epoch(manifest, "train")
     model_kwargs = {
         **glide_model_kwargs(model_cfg, tokenizer.vocab_size),
         **(model_overrides or {}),
     }
     images = input_images(model_kwargs, train)
     truncations = caption_tally()
+    make_dataset = _stream_builder(
+        cfg, stage, model_section, shard_dir, manifest, images, truncations
+    )
+    fingerprint, provenance = _run_identity(
+        cfg, stage, model_section, shard_dir, manifest, model_kwargs, tokenizer.identity
+    )
+    metrics = fit_on_ray(
+        cfg,
+        stage=stage,
+        model_section=model_section,
+        make_dataset=make_dataset,
+        model_kwargs=model_kwargs,
+        diffusion=diffusion_settings(model_cfg),
+        fingerprint=fingerprint,
+        run_id=run.run_id if run else "",
+        tracking_uri=run.tracking_uri if run else "",
+        init_from=str(train.init_from),
+        provenance=provenance,
+        **_grid_sources(shard_dir, manifest, train, model_kwargs),
+        grid_output=grid_path,
+    )
+    report_truncations(stage, truncations)
+    _record_results(metrics, stage, train, run, fingerprint, metrics_path, grid_path)
+    return metrics
+
+
+def _stream_builder(
+    cfg: DictConfig,
+    stage: str,
+    model_section: str,
+    shard_dir: Path,
+    manifest: dict[str, Any],
+    images: dict[str, Any],
+    truncations: Any,
+) -> Callable[[int, int, int, int], Any]:
+    """The ``make_dataset`` of :func:`fit_on_ray`: worker ``rank``'s window of the seeded
+    multi-epoch order of the train shards (``images``: :func:`input_images`), captions
+    tokenized (truncated ones counted by ``truncations``, a :func:`caption_tally`)."""
+    train, model_cfg = cfg[stage], cfg[model_section]
+    epoch_size = samples_per_epoch(manifest, "train")
 
     def make_dataset(first_sample: int, batch: int, rank: int, world_size: int) -> Any:
         window = stream_window(first_sample, int(train.max_steps), batch, epoch_size, world_size)
@@ -130,46 +169,67 @@ def run_diffusion_stage(
             tally=truncations,
         )
 
+    return make_dataset
+
+
+def _run_identity(
+    cfg: DictConfig,
+    stage: str,
+    model_section: str,
+    shard_dir: Path,
+    manifest: dict[str, Any],
+    model_kwargs: dict[str, Any],
+    tokenizer_identity: str,
+) -> tuple[str, dict[str, Any]]:
+    """(the run's fingerprint, the provenance its model file records): the train shards and,
+    when the stage starts from a model file, that file (checked against the model first)."""
+    train = cfg[stage]
     inputs = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
     provenance = {"data_manifest_sha256": manifest_digest(shard_dir)}
     if train.init_from:
         widening = ("inpaint",) if model_kwargs.get("inpaint") else ()
         init_sha256 = check_init_model(
-            train.init_from, model_kwargs, tokenizer.identity, ignore=widening
+            train.init_from, model_kwargs, tokenizer_identity, ignore=widening
         )
         inputs.append(init_sha256)
         provenance.update(init_from=str(train.init_from), init_from_sha256=init_sha256)
-    data_id = json.dumps(inputs)
-    fingerprint = run_fingerprint(cfg, stage, model_section, data_id)
-    metrics = fit_on_ray(
-        cfg,
-        stage=stage,
-        model_section=model_section,
-        make_dataset=make_dataset,
-        model_kwargs=model_kwargs,
-        diffusion=diffusion_settings(model_cfg),
-        fingerprint=fingerprint,
-        run_id=run.run_id if run else "",
-        tracking_uri=run.tracking_uri if run else "",
-        init_from=str(train.init_from),
-        provenance=provenance,
-        edit_sources=edit_sources(shard_dir, manifest, train)
+    return run_fingerprint(cfg, stage, model_section, json.dumps(inputs)), provenance
+
+
+def _grid_sources(
+    shard_dir: Path, manifest: dict[str, Any], train: DictConfig, model_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The held-out images the sample grids edit (inpainting) or upsample (super-resolution),
+    as :func:`fit_on_ray`'s ``edit_sources`` and ``upsample_sources`` (None where unused)."""
+    return {
+        "edit_sources": edit_sources(shard_dir, manifest, train)
         if model_kwargs.get("inpaint")
         else None,
-        upsample_sources=upsample_sources(shard_dir, manifest, train)
+        "upsample_sources": upsample_sources(shard_dir, manifest, train)
         if model_kwargs.get("super_res")
         else None,
-        grid_output=grid_path,
-    )
-    report_truncations(stage, truncations)
+    }
+
+
+def _record_results(
+    metrics: dict[str, Any],
+    stage: str,
+    train: DictConfig,
+    run: StageRun | None,
+    fingerprint: str,
+    metrics_path: str | Path,
+    grid_path: str | Path | None,
+) -> None:
+    """Write the metrics JSON (with the MLflow run id); log the metrics, the output's tags and
+    the final grid to the stage's run."""
     record = {**metrics, "mlflow_run_id": run.run_id if run else ""}
     atomic_write_text(metrics_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-    if run is not None:
-        run.log_metrics({f"{stage}/{k}": v for k, v in metrics.items()})
-        run.set_tags({"glide.output": str(train.output), "glide.fingerprint": fingerprint})
-        if grid_path is not None and Path(grid_path).exists():
-            run.log_artifact(grid_path, "samples")
-    return metrics
+    if run is None:
+        return
+    run.log_metrics({f"{stage}/{k}": v for k, v in metrics.items()})
+    run.set_tags({"glide.output": str(train.output), "glide.fingerprint": fingerprint})
+    if grid_path is not None and Path(grid_path).exists():
+        run.log_artifact(grid_path, "samples")
 
 
 def stage_main(

@@ -89,6 +89,31 @@ class NonFiniteGuard:
         self._counts = self._host = None
 
 
+class SkipsNonFiniteSteps:
+    """LightningModule mixin: the one place where a training step's NaN/inf loss is handled.
+
+    The module creates ``self.nonfinite`` (a :class:`NonFiniteGuard`) and asks
+    :meth:`keep_finite_step` whether to return its loss. Put it before ``pl.LightningModule`` in
+    the bases."""
+
+    nonfinite: NonFiniteGuard
+
+    def keep_finite_step(self, loss: Tensor) -> bool:
+        """Whether the training step returns ``loss`` (True) or is skipped (False); the loss
+        counts as finite only where it is finite on every rank."""
+        finite = torch.isfinite(loss)
+        if self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce(finite.float(), reduce_op="min") > 0
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        return self.nonfinite.keep_step(finite, optimizer, scaled, int(self.global_step))
+
+    @property
+    def nonfinite_total(self) -> int:
+        """Steps skipped so far for a NaN/inf loss (exact: may wait for the device)."""
+        return self.nonfinite.state_dict()["nonfinite_total"]
+
+
 def _skips_on_device(optimizer: Any, scaled: bool) -> bool:
     return bool(getattr(optimizer, "defaults", {}).get("fused")) and not scaled
 

@@ -1,4 +1,4 @@
-"""What each training stage contributes to the shared Ray Train loop (``launcher.py``): its
+"""What each training stage contributes to the shared Ray Train loop (``train_worker.py``): its
 LightningModule, callbacks, final metrics and extra outputs, built on every worker."""
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def test_caption_drop_replaces_by_empty_caption_at_the_configured_rate(
     )
     torch.manual_seed(0)
     images = torch.zeros(tokens.shape[0], 3, 16, 16)
-    dropped = module.conditioning({"tokens": tokens, "mask": mask}, images)["_dropped"]
+    _, dropped = module.conditioning({"tokens": tokens, "mask": mask}, images)
     assert abs(dropped.float().mean().item() - 0.2) < 0.03
 
 
