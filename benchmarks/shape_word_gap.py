@@ -6,10 +6,7 @@ twice: with the true caption and with the shape word swapped for another shape. 
 mean squared x0 error with the swapped caption minus with the true one (0: the shape word is
 ignored at that t). It needs no sampling, so it takes seconds where
 ``caption_following.py`` takes minutes, and it says where in the noise range the model reads the
-word. On mini base models (2026-12-03) the gap at t = 500-600, where the sampler settles the
-outline, tracks unguided shape accuracy: 0.0066 at 86% right, 0.0038 at 54%, 0.0017 at 31-34%,
-0.0006-0.0008 at 19-26% (1800 steps) and 0.008-0.013 at 88-100% (3600 steps), while every one of
-those models reads the word at t = 900.
+word. The gap at t = 500-600 tracks unguided shape accuracy (figures: docs/experiments.md).
 
     python benchmarks/shape_word_gap.py models/base.pt --images 96
 """
