@@ -1,0 +1,1 @@
+"""GLIDE training pipeline: data, models, diffusion, training, sampling and evaluation."""
