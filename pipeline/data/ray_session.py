@@ -76,6 +76,7 @@ def init_ray(ray_cfg: Any) -> None:
             ray.init(address=address, runtime_env=runtime_env, **quiet)
         else:
             ray.init(
+                address="local",  # not a cluster that `ray start` or RAY_ADDRESS left around
                 num_cpus=int(ray_cfg.num_cpus),
                 object_store_memory=int(ray_cfg.object_store_memory_mb) * 1024 * 1024,
                 include_dashboard=bool(getattr(ray_cfg, "include_dashboard", False)),
