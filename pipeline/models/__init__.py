@@ -11,6 +11,8 @@ from pipeline.models.factory import (
     paper_scale_configs,
     resolve_config,
     widen_for_inpainting,
+    widen_for_instruct,
+    widen_inputs,
 )
 from pipeline.models.glide_unet import Text2ImUNet
 
@@ -26,4 +28,6 @@ __all__ = [
     "paper_scale_configs",
     "resolve_config",
     "widen_for_inpainting",
+    "widen_for_instruct",
+    "widen_inputs",
 ]

@@ -8,7 +8,7 @@ import copy
 import torch
 from torch import nn
 
-from pipeline.models.glide_unet import Text2ImUNet, default_channel_mult, input_channels
+from pipeline.models.glide_unet import Text2ImUNet, default_channel_mult, input_layout
 
 # Every key create_glide_model accepts, with its default (the released 64x64 base model;
 # vocab_size has none: it must come from the tokenizer).
@@ -35,10 +35,11 @@ GLIDE_DEFAULTS: dict = dict(
     super_res=False,
     vocab_size=None,
     noise_cond_aug=False,
+    instruct=False,
 )
 GLIDE_KEYS = tuple(GLIDE_DEFAULTS)
 _BOOL_KEYS = ("xf_final_ln", "xf_padding", "use_scale_shift_norm", "resblock_updown",
-              "use_checkpoint", "inpaint", "super_res", "noise_cond_aug")  # fmt: skip
+              "use_checkpoint", "inpaint", "super_res", "noise_cond_aug", "instruct")  # fmt: skip
 _POSITIVE_INT_KEYS = ("image_size", "num_channels", "num_res_blocks", "text_ctx", "vocab_size")
 _NONNEG_INT_KEYS = ("xf_width", "xf_layers", "xf_heads")
 
@@ -169,23 +170,46 @@ def count_parameters_meta(**kwargs) -> int:
 
 
 @torch.no_grad()
-def widen_for_inpainting(model: Text2ImUNet) -> Text2ImUNet:
-    """The inpainting variant of a trained model: same weights; the 4 new input channels
-    (masked image, mask) get zero weights, so both models give identical outputs at first."""
-    if model.inpaint:
-        raise ValueError("the model already has inpainting inputs")
-    config = {**copy.deepcopy(model.config), "inpaint": True}
+def widen_inputs(model: Text2ImUNet, **variant: bool) -> Text2ImUNet:
+    """``model`` with more input channels (``inpaint=True`` and/or ``instruct=True``): the same
+    weights, the new channels' weights zero, so both give identical outputs at first."""
+    config = {**copy.deepcopy(model.config), **variant}
+    already = [name for name, on in variant.items() if on and model.config.get(name)]
+    if already or not all(variant.values()):
+        raise ValueError(f"widen_inputs adds inputs the model lacks; it already has {already}")
     param = next(model.parameters())
     with torch.device(param.device):
         wide = Text2ImUNet(**config).to(param.dtype)
     state = model.state_dict()
-    key = "input_blocks.0.0.weight"
-    old = state[key]  # [C, 3 (+3 low_res), 3, 3]
-    new = torch.zeros_like(wide.state_dict()[key])  # [C, 3 + 4 (+3 low_res), 3, 3]
-    n_img, n_new = 3, input_channels(True, False) - 3
-    new[:, :n_img] = old[:, :n_img]  # x_t
-    new[:, n_img + n_new :] = old[:, n_img:]  # upsampled low_res, if any, comes after
+    key = "input_blocks.0.0.weight"  # [C, C_in, 3, 3]
+    old_at = _segment_slices(model.config)
+    new = torch.zeros_like(wide.state_dict()[key])
+    for name, where in _segment_slices(config).items():
+        if name in old_at:
+            new[:, where] = state[key][:, old_at[name]]
     state[key] = new
     wide.load_state_dict(state, strict=True)
     wide.train(model.training)
     return wide
+
+
+def _segment_slices(config: dict) -> dict[str, slice]:
+    flags = (config["inpaint"], config["super_res"], config.get("instruct", False))
+    out, start = {}, 0
+    for name, count in input_layout(*flags):
+        out[name], start = slice(start, start + count), start + count
+    return out
+
+
+def widen_for_inpainting(model: Text2ImUNet) -> Text2ImUNet:
+    """The inpainting variant of a trained model (4 new inputs: masked image, mask)."""
+    if model.inpaint:
+        raise ValueError("the model already has inpainting inputs")
+    return widen_inputs(model, inpaint=True)
+
+
+def widen_for_instruct(model: Text2ImUNet) -> Text2ImUNet:
+    """The instruction-editing variant of a trained model (3 new inputs: the image to edit)."""
+    if model.config.get("instruct"):
+        raise ValueError("the model already has the source-image inputs")
+    return widen_inputs(model, instruct=True)

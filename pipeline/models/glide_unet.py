@@ -1,11 +1,14 @@
-"""GLIDE's text-conditional UNet and its variants (super-resolution, inpainting, both).
+"""GLIDE's text-conditional UNet and its variants (super-resolution, inpainting, instruction
+editing, combinations).
 
 The caption is encoded by a transformer once per forward (or once per sampling call through
 `encode_text`): its last-position output, projected to 4*num_channels, is added to the timestep
 embedding; the whole sequence is attended to by every attention layer of the UNet.
 
 Input channels, in this order (the released checkpoints' order):
-    x_t (3) | inpaint_image * inpaint_mask (3), inpaint_mask (1) if inpaint | upsampled low_res (3) if super_res
+    x_t (3) | inpaint_image * inpaint_mask (3), inpaint_mask (1) if inpaint
+        | source_image (3) if instruct (InstructPix2Pix: the image to edit)
+        | upsampled low_res (3) if super_res
 Output: 6 channels = epsilon (3) + variance interpolation v (3).
 """
 
@@ -39,8 +42,16 @@ def default_channel_mult(image_size: int) -> tuple[int, ...]:
     return DEFAULT_CHANNEL_MULT[image_size]
 
 
-def input_channels(inpaint: bool, super_res: bool) -> int:
-    return IMAGE_CHANNELS + (IMAGE_CHANNELS + 1) * inpaint + IMAGE_CHANNELS * super_res
+def input_layout(inpaint: bool, super_res: bool, instruct: bool = False) -> list[tuple[str, int]]:
+    """The input channels' segments in order: (name, channel count)."""
+    segments = [("x_t", IMAGE_CHANNELS)]
+    segments += [("inpaint", IMAGE_CHANNELS + 1)] if inpaint else []
+    segments += [("source_image", IMAGE_CHANNELS)] if instruct else []
+    return segments + ([("low_res", IMAGE_CHANNELS)] if super_res else [])
+
+
+def input_channels(inpaint: bool, super_res: bool, instruct: bool = False) -> int:
+    return sum(n for _, n in input_layout(inpaint, super_res, instruct))
 
 
 class Text2ImUNet(UNetModel):
@@ -72,6 +83,7 @@ class Text2ImUNet(UNetModel):
         super_res: bool,
         vocab_size: int,
         noise_cond_aug: bool = False,
+        instruct: bool = False,
     ):
         channel_mult = tuple(channel_mult) or default_channel_mult(image_size)
         self.config = dict(
@@ -83,9 +95,10 @@ class Text2ImUNet(UNetModel):
             xf_padding=xf_padding, use_scale_shift_norm=use_scale_shift_norm,
             resblock_updown=resblock_updown, use_checkpoint=use_checkpoint, inpaint=inpaint,
             super_res=super_res, vocab_size=vocab_size, noise_cond_aug=noise_cond_aug,
+            instruct=instruct,
         )  # fmt: skip
         super().__init__(
-            in_channels=input_channels(inpaint, super_res),
+            in_channels=input_channels(inpaint, super_res, instruct),
             model_channels=num_channels,
             out_channels=OUT_CHANNELS,
             num_res_blocks=num_res_blocks,
@@ -102,7 +115,7 @@ class Text2ImUNet(UNetModel):
         )
         self.image_size, self.text_ctx, self.xf_width = image_size, text_ctx, xf_width
         self.xf_padding, self.inpaint, self.super_res = xf_padding, inpaint, super_res
-        self.noise_cond_aug = noise_cond_aug
+        self.noise_cond_aug, self.instruct = noise_cond_aug, instruct
         if xf_width:
             self.transformer = Transformer(xf_width, xf_layers, xf_heads)
             self.final_ln = LayerNorm32(xf_width) if xf_final_ln else None
@@ -158,7 +171,7 @@ class Text2ImUNet(UNetModel):
         xf_proj = self.transformer_proj(xf_out[:, -1])  # [B, 4C]
         return {"xf_proj": xf_proj, "xf_out": xf_out.permute(0, 2, 1)}  # xf_out [B, W, L]
 
-    def _model_input(self, x, low_res, inpaint_image, inpaint_mask) -> torch.Tensor:
+    def _model_input(self, x, low_res, inpaint_image, inpaint_mask, source_image) -> torch.Tensor:
         """Concatenate x_t [B, 3, H, W] with the variant's conditioning channels."""
         parts = [x]
         if self.inpaint:
@@ -171,6 +184,15 @@ class Text2ImUNet(UNetModel):
             parts += [inpaint_image * inpaint_mask, inpaint_mask]  # mask: 1 = keep, 0 = generate
         elif inpaint_image is not None or inpaint_mask is not None:
             raise ValueError("inpaint_image/inpaint_mask given to a model built with inpaint=False")
+        if self.instruct:
+            if source_image is None or source_image.shape != x.shape:
+                shape = None if source_image is None else list(source_image.shape)
+                raise ValueError(
+                    f"an instruct model needs source_image {list(x.shape)}, got {shape}"
+                )
+            parts.append(source_image)  # zeros: the image condition dropped
+        elif source_image is not None:
+            raise ValueError("source_image given to a model built with instruct=False")
         if self.super_res:
             if low_res is None:
                 raise ValueError("a super-resolution model needs low_res [B, 3, h, w]")
@@ -193,6 +215,7 @@ class Text2ImUNet(UNetModel):
         inpaint_image: torch.Tensor | None = None,
         inpaint_mask: torch.Tensor | None = None,
         aug_level: torch.Tensor | None = None,
+        source_image: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [B, 3, H, W], timesteps [B] -> [B, 6, H, W].
 
@@ -200,7 +223,9 @@ class Text2ImUNet(UNetModel):
         sampling call). The unconditional input is the empty caption (pipeline.text.
         empty_caption_tokens). aug_level [B] (timestep units) only with noise_cond_aug.
         """
-        h = self._model_input(x, low_res, inpaint_image, inpaint_mask)  # [B, C_in, H, W]
+        h = self._model_input(
+            x, low_res, inpaint_image, inpaint_mask, source_image
+        )  # [B, C_in, H, W]
         cond_emb = encoder_out = None
         if self.xf_width:
             if text_outputs is None:

@@ -1,11 +1,12 @@
-"""Widening into the inpainting variant, gradient checkpointing, bf16 autocast."""
+"""Widening into the inpainting and instruction-editing variants, gradient checkpointing, bf16
+autocast."""
 
 import copy
 
 import pytest
 import torch
 
-from pipeline.models import create_glide_model, widen_for_inpainting
+from pipeline.models import create_glide_model, widen_for_inpainting, widen_for_instruct
 from pipeline.models.unet import ResBlock
 
 B, S = 2, 16
@@ -55,6 +56,34 @@ def test_widen_for_inpainting_starts_identical(tiny_config, perturb, super_res):
         assert not torch.allclose(wide(**kw, **inpaint_inputs()), before)
     with pytest.raises(ValueError, match="already"):
         widen_for_inpainting(wide)
+
+
+@pytest.mark.parametrize("inpaint", [False, True])
+def test_widen_for_instruct_starts_identical_and_reads_the_source_image(
+    tiny_config, perturb, inpaint
+):
+    base = perturb(create_glide_model(**tiny_config, inpaint=inpaint)).eval()
+    wide = widen_for_instruct(base)
+    assert wide.instruct and wide.inpaint == inpaint
+    new = slice(7, 10) if inpaint else slice(3, 6)  # after x_t and any inpainting inputs
+    weight = wide.input_blocks[0][0].weight
+    assert (
+        weight.shape[1] == base.input_blocks[0][0].weight.shape[1] + 3 and not weight[:, new].any()
+    )
+    kw = {**batch(), **(inpaint_inputs() if inpaint else {})}
+    source = torch.randn(B, 3, S, S, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        before = base(**kw)
+        torch.testing.assert_close(wide(**kw, source_image=source), before, rtol=1e-4, atol=1e-5)
+        weight[:, new].normal_(std=0.1)  # once trained, the source image changes the output
+        assert not torch.allclose(wide(**kw, source_image=source), before)
+        assert torch.equal(wide(**kw, source_image=source), wide(**kw, source_image=source))
+    with pytest.raises(ValueError, match="needs source_image"):
+        wide(**kw)
+    with pytest.raises(ValueError, match="instruct=False"):
+        base(**kw, source_image=source)
+    with pytest.raises(ValueError, match="already"):
+        widen_for_instruct(wide)
 
 
 def _grads(model, kw, seed):
