@@ -61,12 +61,16 @@ def write_manifest(shard_dir: str | os.PathLike[str], manifest: dict[str, Any]) 
 
 
 def read_manifest(
-    shard_dir: str | os.PathLike[str], *, verify_sha256: bool = True
+    shard_dir: str | os.PathLike[str],
+    *,
+    verify_sha256: bool = True,
+    expected_format: str = MANIFEST_FORMAT,
 ) -> dict[str, Any]:
     """Load ``<shard_dir>/manifest.json`` and check every listed shard exists with its size.
 
     With ``verify_sha256`` (default) each shard's sha256 is recomputed and compared too; turn it
-    off for very large datasets where hashing every epoch costs too much. Raises
+    off for very large datasets where hashing every epoch costs too much. ``expected_format``
+    names the kind of shards (edit triples: ``glide-edit-shards/1``). Raises
     :class:`ManifestError` naming the shard.
     """
     folder = Path(shard_dir)
@@ -80,8 +84,8 @@ def read_manifest(
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ManifestError(f"cannot read {path}: {err}") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ManifestError(f"{path} is not a {MANIFEST_FORMAT} manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != expected_format:
+        raise ManifestError(f"{path} is not a {expected_format} manifest")
     for split, entry in manifest.get("splits", {}).items():
         for shard in entry.get("shards", []):
             shard_path = folder / shard["path"]

@@ -21,7 +21,12 @@ from typing import Any
 from pipeline.data.manifest import ManifestError, read_manifest  # noqa: F401 (re-exported)
 from pipeline.data.tar_members import member_kind, member_problem, split_member_name
 
-IMAGE_MEMBERS = {"base": "base.png", "hires": "hires.png"}
+IMAGE_MEMBERS = {  # caption shards: base, hires; edit triples: source, edited
+    "base": "base.png",
+    "hires": "hires.png",
+    "source": "source.png",
+    "edited": "edited.png",
+}
 CAPTION_MEMBER = "txt"
 META_MEMBER = "json"
 

@@ -341,7 +341,7 @@ def _manifest(
         "written": sum(writer.num_samples for writer in writers.values()),
         "skipped": len(tally.skipped),
         "counts": {split: writer.num_samples for split, writer in writers.items()},
-        "splits": {split: _split_listing(writer, out_dir) for split, writer in writers.items()},
+        "splits": {split: split_listing(writer, out_dir) for split, writer in writers.items()},
         "skip_reasons": dict(sorted(tally.reasons.items())),
         "skipped_inputs": tally.skipped,
         "blank_images": len(tally.blank),
@@ -349,7 +349,7 @@ def _manifest(
     }
 
 
-def _split_listing(writer: SplitWriter, out_dir: Path) -> dict[str, Any]:
+def split_listing(writer: SplitWriter, out_dir: Path) -> dict[str, Any]:
     """A split's manifest entry: its sample count and shards (path, count, SHA-256, size)."""
     return {
         "num_samples": writer.num_samples,
