@@ -13,7 +13,6 @@ from pipeline.sampling.grid import captioned_grid
 from pipeline.sampling.loading import SamplingModel, load_sampling_model, tokenizer_for
 from pipeline.sampling.text_to_image import (
     Conditioning,
-    is_ddim,
     sample_images,
     sample_images_progressive,
     sample_text_to_image,
@@ -25,7 +24,6 @@ __all__ = [
     "SamplerSettings",
     "SamplingModel",
     "captioned_grid",
-    "is_ddim",
     "load_sampling_model",
     "sample_images",
     "sample_images_progressive",

@@ -58,11 +58,6 @@ def to_uint8(images: Tensor) -> Tensor:
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
 
 
-def is_ddim(steps: str) -> bool:
-    """ "ddimN" respacings use the DDIM sampler; every other respacing the ancestral sampler."""
-    return SamplerSettings(steps=str(steps)).ddim
-
-
 def _batch_input(name: str, value: Tensor, start: int, count: int, total: int) -> Tensor:
     """The rows of a per-prompt input for the prompts ``start:start+count`` (a batch-1 input is
     repeated)."""
