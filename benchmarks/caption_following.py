@@ -35,7 +35,7 @@ def main() -> None:
 
     from pipeline.data.examples import held_out_examples
     from pipeline.evaluation.scene_readout import caption_following
-    from pipeline.sampling import load_sampling_model, sample_text_to_image
+    from pipeline.sampling import SamplerSettings, load_sampling_model, sample_text_to_image
 
     torch.set_num_threads(args.threads)
     loaded = load_sampling_model(args.model)
@@ -48,14 +48,10 @@ def main() -> None:
         images = torch.cat(
             [
                 sample_text_to_image(
-                    loaded.model,
-                    loaded.tokenizer,
+                    loaded,
                     captions[start : start + args.batch],
+                    SamplerSettings(steps=args.steps, seed=seed * 100_003 + start),
                     guidance_scale=args.guidance,
-                    steps=args.steps,
-                    diffusion_steps=loaded.diffusion_steps,
-                    noise_schedule=loaded.noise_schedule,
-                    seed=seed * 100_003 + start,
                 )
                 for start in range(0, len(captions), args.batch)
             ]

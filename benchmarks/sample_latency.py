@@ -18,14 +18,13 @@ from typing import Any
 import torch
 
 from pipeline.config import load_config
-from pipeline.diffusion import create_diffusion
 from pipeline.models import create_glide_model
 from pipeline.models.execution import (
     SAMPLING_PRECISIONS,
     compile_for_sampling,
     sample_in_precision,
 )
-from pipeline.sampling import sample_text_to_image
+from pipeline.sampling import SamplerSettings, SamplingModel, sample_text_to_image
 from pipeline.training.model_setup import build_tokenizer, glide_model_kwargs
 
 PROMPTS = ["a red circle", "a blue square above a green star", "a small yellow triangle"]
@@ -91,20 +90,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "diffusion_steps": int(cfg.base_model.diffusion_steps),
         "noise_schedule": str(cfg.base_model.noise_schedule),
     }
-    spaced = create_diffusion(diffusion["diffusion_steps"], diffusion["noise_schedule"], args.steps)
-    steps = spaced.num_timesteps
+    sampler = SamplingModel.of_network(model, tokenizer, diffusion)
+    steps = sampler.diffusion(args.steps).num_timesteps
+    settings = SamplerSettings(steps=args.steps, seed=0, device=device)
 
     def sample() -> torch.Tensor:
-        return sample_text_to_image(
-            model,
-            tokenizer,
-            prompts,
-            guidance_scale=args.guidance,
-            steps=args.steps,
-            seed=0,
-            device=device,
-            **diffusion,
-        )
+        return sample_text_to_image(sampler, prompts, settings, guidance_scale=args.guidance)
 
     result: dict[str, Any] = {
         "profile": args.profile,

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from pipeline.config import load_config
-from pipeline.diffusion import ancestral_sample_loop, create_diffusion, ddim_sample_loop
+from pipeline.diffusion import sample_loop
 from pipeline.models import create_glide_model
 from pipeline.models.model_file import load_model
-from pipeline.sampling import is_ddim, sample_text_to_image, to_uint8
+from pipeline.sampling import SamplerSettings, SamplingModel, sample_text_to_image, to_uint8
 from pipeline.text import empty_caption_tokens, get_tokenizer, tokenize_batch
 from pipeline.training.model_setup import build_tokenizer, glide_model_kwargs
 
@@ -41,10 +41,13 @@ PROMPTS = [
 
 
 @torch.no_grad()
-def naive_guided_sample(model, tokenizer, prompts, *, scale, steps, seed, device) -> torch.Tensor:
+def naive_guided_sample(
+    sampler: SamplingModel, prompts: list[str], settings: SamplerSettings, scale: float
+) -> torch.Tensor:
     """Two model calls per step, captions re-encoded in each call; uint8 [B, H, W, 3]."""
+    model, device = sampler.model, torch.device(settings.device)
     text_ctx, size = int(model.text_ctx), int(model.image_size)
-    tokens, mask = tokenize_batch(tokenizer, prompts, text_ctx)
+    tokens, mask = tokenize_batch(sampler.tokenizer, prompts, text_ctx)
     empty_tokens, empty_mask = empty_caption_tokens(text_ctx, len(prompts))
     tokens, mask = tokens.to(device), mask.to(device)
     empty_tokens, empty_mask = empty_tokens.to(device), empty_mask.to(device)
@@ -57,14 +60,10 @@ def naive_guided_sample(model, tokenizer, prompts, *, scale, steps, seed, device
         guided = torch.cat([eps, cond[:, 3:]], dim=1)
         return torch.cat([guided, guided])
 
-    diffusion = create_diffusion(model.diffusion_steps, model.noise_schedule, steps)
-    loop = ddim_sample_loop if is_ddim(steps) else ancestral_sample_loop
-    generator = torch.Generator(device=device).manual_seed(seed)
     # The same doubled batch as ours, so that both draw identical noise; only the model calls
     # differ. The doubled half costs the sampler arithmetic only, not model evaluations.
-    samples = loop(
-        model_fn, diffusion, (2 * len(prompts), 3, size, size), generator=generator, device=device
-    )
+    shape = (2 * len(prompts), 3, size, size)
+    samples = sample_loop(model_fn, sampler.diffusion(settings.steps), shape, settings)
     return to_uint8(samples[: len(prompts)])
 
 
@@ -110,27 +109,15 @@ def main() -> None:
             "diffusion_steps": int(cfg.base_model.diffusion_steps),
             "noise_schedule": str(cfg.base_model.noise_schedule),
         }
-    model.diffusion_steps = diffusion["diffusion_steps"]
-    model.noise_schedule = diffusion["noise_schedule"]
+    sampler = SamplingModel.of_network(model, tokenizer, diffusion)
+    settings = SamplerSettings(steps=args.steps, seed=0, device=device)
     prompts = (PROMPTS * args.batch)[: args.batch]
 
     def ours():
-        return sample_text_to_image(
-            model,
-            tokenizer,
-            prompts,
-            guidance_scale=args.guidance,
-            steps=args.steps,
-            diffusion_steps=diffusion["diffusion_steps"],
-            noise_schedule=diffusion["noise_schedule"],
-            seed=0,
-            device=device,
-        )
+        return sample_text_to_image(sampler, prompts, settings, guidance_scale=args.guidance)
 
     def naive():
-        return naive_guided_sample(
-            model, tokenizer, prompts, scale=args.guidance, steps=args.steps, seed=0, device=device
-        )
+        return naive_guided_sample(sampler, prompts, settings, args.guidance)
 
     ours()  # warm-up (allocator, kernels)
     ours_s, ours_images = timed(ours, args.repeats)

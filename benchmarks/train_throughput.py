@@ -74,7 +74,7 @@ def main() -> None:
     from pipeline.config import load_config
     from pipeline.data import init_ray, tokenize_captions, training_dataset
     from pipeline.data.sharding import build_shards
-    from pipeline.sampling import sample_text_to_image
+    from pipeline.sampling import SamplerSettings, SamplingModel, sample_text_to_image
     from pipeline.training.diffusion_module import GlideDiffusionModule
     from pipeline.training.model_setup import (
         build_tokenizer,
@@ -125,9 +125,11 @@ def main() -> None:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     model = factory().model.eval()
+    sampler = SamplingModel.of_network(model, tokenizer, diffusion_settings(cfg.base_model))
     prompts = list(train.sample_prompts) or ["a red circle"]
     t0 = time.perf_counter()
-    sample_text_to_image(model, tokenizer, prompts, guidance_scale=3.0, steps=args.sample_steps)
+    sample_settings = SamplerSettings(steps=args.sample_steps)
+    sample_text_to_image(sampler, prompts, sample_settings, guidance_scale=3.0)
     sample_seconds = time.perf_counter() - t0
 
     batch = int(train.batch_size)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ def main() -> None:
         bootstrap_mean,
         centred_interval,
     )
-    from pipeline.evaluation.upsampling import evaluate_upsampling
+    from pipeline.evaluation.upsampling import EVALUATION_SETTINGS, evaluate_upsampling
     from pipeline.sampling import load_sampling_model
 
     torch.set_num_threads(args.threads)
@@ -46,9 +47,10 @@ def main() -> None:
     for setting in args.setting or ["fast27:0.997"]:
         steps, temperature = setting.split(":")
         started = time.perf_counter()
-        result = evaluate_upsampling(
-            upsampler, pairs, steps=steps, temperature=float(temperature), seed=args.seed
+        settings = replace(
+            EVALUATION_SETTINGS, steps=steps, temperature=float(temperature), seed=args.seed
         )
+        result = evaluate_upsampling(upsampler, pairs, settings)
         gain = torch.from_numpy(result.per_image_upsampler - result.per_image_bicubic)
         point = float(gain.mean())
         low, high = centred_interval(point, bootstrap_mean(gain, indices), 0.95)

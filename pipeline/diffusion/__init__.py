@@ -15,23 +15,24 @@ from .losses import (
 )
 from .respace import SpacedDiffusion, create_diffusion, space_timesteps
 from .samplers import (
-    ancestral_sample_loop,
-    ancestral_sample_loop_progressive,
+    SamplerSettings,
+    StepHooks,
     ancestral_step,
     condition_mean,
     condition_score,
-    ddim_sample_loop,
-    ddim_sample_loop_progressive,
     ddim_step,
+    final_step,
+    sample_loop,
+    sample_loop_progressive,
 )
 from .schedules import betas_for_alpha_bar, cosine_alpha_bar, get_named_beta_schedule
 from .thresholding import apply_threshold, dynamic_threshold, static_threshold
 
 __all__ = [
     "GaussianDiffusion",
+    "SamplerSettings",
     "SpacedDiffusion",
-    "ancestral_sample_loop",
-    "ancestral_sample_loop_progressive",
+    "StepHooks",
     "ancestral_step",
     "apply_threshold",
     "approx_standard_normal_cdf",
@@ -43,15 +44,16 @@ __all__ = [
     "condition_score",
     "cosine_alpha_bar",
     "create_diffusion",
-    "ddim_sample_loop",
-    "ddim_sample_loop_progressive",
     "ddim_step",
     "discretized_gaussian_log_likelihood",
     "dynamic_threshold",
+    "final_step",
     "gaussian_noise",
     "get_named_beta_schedule",
     "mean_flat",
     "normal_kl",
+    "sample_loop",
+    "sample_loop_progressive",
     "sample_timesteps_uniform",
     "space_timesteps",
     "static_threshold",

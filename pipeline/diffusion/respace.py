@@ -118,11 +118,12 @@ class SpacedDiffusion(GaussianDiffusion):
 
 
 def create_diffusion(
-    steps: int = 1000,
-    noise_schedule: str = "squaredcos_cap_v2",
+    steps: int,
+    noise_schedule: str,
     timestep_respacing: str | Sequence[int] = "",
 ) -> GaussianDiffusion:
-    """The diffusion GLIDE uses: named schedule over `steps`, optionally respaced.
+    """The diffusion GLIDE uses: named schedule over `steps`, optionally respaced. Both come
+    from the model (its file or config): there is no default schedule.
 
     "" gives the full process; any other respacing (see `space_timesteps`) a SpacedDiffusion.
     """

@@ -1,5 +1,8 @@
 """Samplers: ancestral (learned variance) and DDIM, with hooks for guidance and inpainting.
 
+One loop, `sample_loop_progressive` (every step's output) and `sample_loop` (x_0 only), runs
+either sampler as `SamplerSettings` say; `StepHooks` carry what a caller adds to every step.
+
 Hooks:
     cond_fn(x_t, t_original, **model_kwargs) -> gradient shaped like x_t (e.g. of a CLIP score).
         It is called with grad enabled on a detached x_t; it must set requires_grad itself.
@@ -13,7 +16,8 @@ deterministic given the generator's seed. No noise is added at the last step (t 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,17 +28,83 @@ from .gaussian_diffusion import DenoisedFn, GaussianDiffusion, Model, gaussian_n
 CondFn = Callable[..., Tensor]
 
 
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample, apart from the model and its diffusion (which the model file fixes).
+
+    steps: the respacing ("100", "fast27", "ddim50", "10,10,3"); "ddimN" uses DDIM, every other
+        respacing the ancestral sampler with the learned variance.
+    seed: seeds the sampling generator (the same seed gives the same samples).
+    batch_size: prompts per network batch for `pipeline.sampling` (0 = all at once).
+    device: where to sample (None: where the model's parameters are).
+    threshold: dynamic-thresholding percentile of x0 in (0, 1) (None: clip x0 to [-1, 1]).
+    temperature: x_T = temperature * noise (GLIDE's upsampler uses 0.997).
+    eta: DDIM's noise (0 = deterministic); the ancestral sampler ignores it.
+    progress: show a progress bar over the steps.
+    """
+
+    steps: str = "100"
+    seed: int = 0
+    batch_size: int = 0
+    device: torch.device | str | None = None
+    threshold: float | None = None
+    temperature: float = 1.0
+    eta: float = 0.0
+    progress: bool = False
+
+    @property
+    def ddim(self) -> bool:
+        """Whether the respacing asks for the DDIM sampler."""
+        return str(self.steps).startswith("ddim")
+
+
+@dataclass(frozen=True)
+class StepHooks:
+    """What a caller adds to every step: the network's extra inputs (`model_kwargs`), a gradient
+    hook (`cond_fn`) and an x0 post-processor (`denoised_fn`); see the module docstring."""
+
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    cond_fn: CondFn | None = None
+    denoised_fn: DenoisedFn | None = None
+
+
+NO_HOOKS = StepHooks()
+DEFAULT_SETTINGS = SamplerSettings()
+
+
 def _nonzero_mask(t: Tensor, like: Tensor) -> Tensor:
     """1 where t != 0 else 0, shaped [B, 1, ..., 1] to broadcast against like."""
     return (t != 0).to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
 def _cond_gradient(
-    cond_fn: CondFn, diffusion: GaussianDiffusion, x: Tensor, t: Tensor, model_kwargs: dict
+    cond_fn: CondFn, diffusion: GaussianDiffusion, x: Tensor, t: Tensor, hooks: StepHooks
 ) -> Tensor:
     with torch.enable_grad():
-        grad = cond_fn(x.detach(), diffusion.original_timesteps(t), **model_kwargs)
+        grad = cond_fn(x.detach(), diffusion.original_timesteps(t), **hooks.model_kwargs)
     return grad.detach()
+
+
+def _prediction(
+    model: Model,
+    diffusion: GaussianDiffusion,
+    x: Tensor,
+    t: Tensor,
+    hooks: StepHooks,
+    clip_denoised: bool,
+    threshold: float | None,
+) -> dict[str, Tensor]:
+    """The model's p(x_{t-1} | x_t) with x0 post-processed, without gradients."""
+    with torch.no_grad():
+        return diffusion.p_mean_variance(
+            model,
+            x,
+            t,
+            clip_denoised=clip_denoised,
+            denoised_fn=hooks.denoised_fn,
+            threshold=threshold,
+            model_kwargs=dict(hooks.model_kwargs),
+        )
 
 
 def condition_mean(out: dict[str, Tensor], grad: Tensor) -> dict[str, Tensor]:
@@ -60,31 +130,21 @@ def ancestral_step(
     diffusion: GaussianDiffusion,
     x: Tensor,
     t: Tensor,
+    *,
     generator: torch.Generator | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    cond_fn: CondFn | None = None,
-    denoised_fn: DenoisedFn | None = None,
+    hooks: StepHooks = NO_HOOKS,
     clip_denoised: bool = True,
     threshold: float | None = None,
 ) -> dict[str, Tensor]:
     """One step x_t -> x_{t-1} ~ N(mean, sigma_t^2) with the learned variance.
 
-    x: [B, C, H, W]; t: [B] step indices of `diffusion`. Returns dict(sample, pred_xstart, mean,
-    variance, log_variance, eps).
+    x: [B, C, H, W]; t: [B] step indices of `diffusion`; threshold: percentile for dynamic
+    thresholding of x0 (else a static clip if clip_denoised). Returns dict(sample, pred_xstart,
+    mean, variance, log_variance, eps).
     """
-    model_kwargs = model_kwargs or {}
-    with torch.no_grad():
-        out = diffusion.p_mean_variance(
-            model,
-            x,
-            t,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            threshold=threshold,
-            model_kwargs=model_kwargs,
-        )
-    if cond_fn is not None:
-        out = condition_mean(out, _cond_gradient(cond_fn, diffusion, x, t, model_kwargs))
+    out = _prediction(model, diffusion, x, t, hooks, clip_denoised, threshold)
+    if hooks.cond_fn is not None:
+        out = condition_mean(out, _cond_gradient(hooks.cond_fn, diffusion, x, t, hooks))
     noise = gaussian_noise(x.shape, generator, x.device, x.dtype)
     std = torch.exp(0.5 * out["log_variance"])
     sample = out["mean"] + _nonzero_mask(t, x) * std * noise
@@ -96,36 +156,24 @@ def ddim_step(
     diffusion: GaussianDiffusion,
     x: Tensor,
     t: Tensor,
+    *,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    cond_fn: CondFn | None = None,
-    denoised_fn: DenoisedFn | None = None,
+    hooks: StepHooks = NO_HOOKS,
     clip_denoised: bool = True,
     threshold: float | None = None,
 ) -> dict[str, Tensor]:
-    """One DDIM step x_t -> x_{t-1} (Song et al. 2020, eq. 12).
+    """One DDIM step x_t -> x_{t-1} (Song et al. 2020, eq. 12); arguments as `ancestral_step`.
 
     eps is recomputed from the processed x0 so that thresholding and denoised_fn are respected:
         x_{t-1} = sqrt(abar_{t-1}) x0 + sqrt(1 - abar_{t-1} - sigma^2) eps + sigma z,
         sigma = eta * sqrt((1 - abar_{t-1}) / (1 - abar_t)) * sqrt(1 - abar_t / abar_{t-1}).
     eta = 0 is deterministic. Returns dict(sample, pred_xstart, eps, ...).
     """
-    model_kwargs = model_kwargs or {}
-    with torch.no_grad():
-        out = diffusion.p_mean_variance(
-            model,
-            x,
-            t,
-            clip_denoised=clip_denoised,
-            denoised_fn=denoised_fn,
-            threshold=threshold,
-            model_kwargs=model_kwargs,
-        )
-    if cond_fn is not None:
-        out = condition_score(
-            diffusion, out, x, t, _cond_gradient(cond_fn, diffusion, x, t, model_kwargs)
-        )
+    out = _prediction(model, diffusion, x, t, hooks, clip_denoised, threshold)
+    if hooks.cond_fn is not None:
+        grad = _cond_gradient(hooks.cond_fn, diffusion, x, t, hooks)
+        out = condition_score(diffusion, out, x, t, grad)
     pred_xstart = out["pred_xstart"]
     eps = diffusion.predict_eps_from_xstart(x, t, pred_xstart)
     alpha_bar = diffusion.extract(diffusion.alphas_cumprod, t, x)
@@ -160,16 +208,16 @@ def _resolve_device(
 def _initial_noise(
     shape: Sequence[int],
     noise: Tensor | None,
-    generator: torch.Generator | None,
+    generator: torch.Generator,
     device: torch.device,
-    init_noise_scale: float,
+    temperature: float,
 ) -> Tensor:
-    """x_T = init_noise_scale * noise (drawn from the generator when not given)."""
+    """x_T = temperature * noise (drawn from the generator when not given)."""
     if noise is None:
         noise = gaussian_noise(shape, generator, device)
     elif tuple(noise.shape) != tuple(shape):
         raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(shape)}")
-    return noise.to(device) * init_noise_scale
+    return noise.to(device) * temperature
 
 
 def _timesteps(diffusion: GaussianDiffusion, progress: bool) -> Iterator[int]:
@@ -181,174 +229,80 @@ def _timesteps(diffusion: GaussianDiffusion, progress: bool) -> Iterator[int]:
     return iter(indices)
 
 
-def _sample_loop_progressive(
-    step: Callable[..., dict[str, Tensor]],
+def _step(
+    model: Model,
+    diffusion: GaussianDiffusion,
+    x: Tensor,
+    t: Tensor,
+    settings: SamplerSettings,
+    hooks: StepHooks,
+    generator: torch.Generator,
+) -> dict[str, Tensor]:
+    """One step of the sampler that `settings` name."""
+    if settings.ddim:
+        return ddim_step(
+            model,
+            diffusion,
+            x,
+            t,
+            eta=settings.eta,
+            generator=generator,
+            hooks=hooks,
+            threshold=settings.threshold,
+        )
+    return ancestral_step(
+        model, diffusion, x, t, generator=generator, hooks=hooks, threshold=settings.threshold
+    )
+
+
+def sample_loop_progressive(
     model: Model,
     diffusion: GaussianDiffusion,
     shape: Sequence[int],
-    noise: Tensor | None,
-    generator: torch.Generator | None,
-    init_noise_scale: float,
-    progress: bool,
-    device: torch.device | str | None,
-    **step_kwargs: Any,
+    settings: SamplerSettings = DEFAULT_SETTINGS,
+    hooks: StepHooks = NO_HOOKS,
+    *,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Iterator[dict[str, Tensor]]:
-    """Run `step` from t = T-1 down to t = 0, yielding each step's output dict."""
-    resolved = _resolve_device(model, noise, device)
-    x = _initial_noise(shape, noise, generator, resolved, init_noise_scale)
-    for i in _timesteps(diffusion, progress):
-        t = torch.full((x.shape[0],), i, dtype=torch.long, device=resolved)
-        out = step(model, diffusion, x, t, generator=generator, **step_kwargs)
+    """Sample from t = T-1 down to t = 0, yielding every step's output dict (``"sample"`` is
+    x_{t-1}, ``"pred_xstart"`` the x0 prediction); the last ``"sample"`` is x_0.
+
+    shape: [B, C, H, W]. `diffusion` is already respaced (its steps are the ones run); the
+    sampler (DDIM or ancestral), threshold, temperature, eta, progress bar and device come from
+    `settings`. The device defaults to the noise's, then the model's parameters', then the CPU.
+    Random draws use `generator`, by default one on that device seeded with ``settings.seed``.
+    """
+    device = _resolve_device(model, noise, settings.device)
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(int(settings.seed))
+    x = _initial_noise(shape, noise, generator, device, settings.temperature)
+    for i in _timesteps(diffusion, settings.progress):
+        t = torch.full((x.shape[0],), i, dtype=torch.long, device=device)
+        out = _step(model, diffusion, x, t, settings, hooks, generator)
         yield out
         x = out["sample"]
 
 
-def ancestral_sample_loop_progressive(
+def sample_loop(
     model: Model,
     diffusion: GaussianDiffusion,
     shape: Sequence[int],
-    noise: Tensor | None = None,
+    settings: SamplerSettings = DEFAULT_SETTINGS,
+    hooks: StepHooks = NO_HOOKS,
+    *,
     generator: torch.Generator | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    cond_fn: CondFn | None = None,
-    denoised_fn: DenoisedFn | None = None,
-    clip_denoised: bool = True,
-    threshold: float | None = None,
-    init_noise_scale: float = 1.0,
-    progress: bool = False,
-    device: torch.device | str | None = None,
-) -> Iterator[dict[str, Tensor]]:
-    """Yield the output dict of every ancestral step (see `ancestral_sample_loop`)."""
-    return _sample_loop_progressive(
-        ancestral_step,
-        model,
-        diffusion,
-        shape,
-        noise,
-        generator,
-        init_noise_scale,
-        progress,
-        device,
-        model_kwargs=model_kwargs,
-        cond_fn=cond_fn,
-        denoised_fn=denoised_fn,
-        clip_denoised=clip_denoised,
-        threshold=threshold,
-    )
-
-
-def ancestral_sample_loop(
-    model: Model,
-    diffusion: GaussianDiffusion,
-    shape: Sequence[int],
     noise: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    cond_fn: CondFn | None = None,
-    denoised_fn: DenoisedFn | None = None,
-    clip_denoised: bool = True,
-    threshold: float | None = None,
-    init_noise_scale: float = 1.0,
-    progress: bool = False,
-    device: torch.device | str | None = None,
 ) -> Tensor:
-    """Ancestral sampling with the learned variance; returns x_0 [B, C, H, W].
-
-    shape: [B, C, H, W]. x_T = init_noise_scale * noise, with noise drawn from `generator` when
-    not given. device defaults to the noise's, then the model's parameters', then CPU.
-    threshold: percentile for dynamic thresholding of x0 (else static clip if clip_denoised).
-    """
-    steps = ancestral_sample_loop_progressive(
-        model,
-        diffusion,
-        shape,
-        noise=noise,
-        generator=generator,
-        model_kwargs=model_kwargs,
-        cond_fn=cond_fn,
-        denoised_fn=denoised_fn,
-        clip_denoised=clip_denoised,
-        threshold=threshold,
-        init_noise_scale=init_noise_scale,
-        progress=progress,
-        device=device,
+    """x_0 [B, C, H, W]: the last sample of `sample_loop_progressive` (same arguments)."""
+    steps = sample_loop_progressive(
+        model, diffusion, shape, settings, hooks, generator=generator, noise=noise
     )
-    return _last(steps)["sample"]
+    return final_step(steps)["sample"]
 
 
-def ddim_sample_loop_progressive(
-    model: Model,
-    diffusion: GaussianDiffusion,
-    shape: Sequence[int],
-    noise: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    cond_fn: CondFn | None = None,
-    denoised_fn: DenoisedFn | None = None,
-    clip_denoised: bool = True,
-    threshold: float | None = None,
-    init_noise_scale: float = 1.0,
-    progress: bool = False,
-    device: torch.device | str | None = None,
-    eta: float = 0.0,
-) -> Iterator[dict[str, Tensor]]:
-    """Yield the output dict of every DDIM step (see `ddim_sample_loop`)."""
-    return _sample_loop_progressive(
-        ddim_step,
-        model,
-        diffusion,
-        shape,
-        noise,
-        generator,
-        init_noise_scale,
-        progress,
-        device,
-        eta=eta,
-        model_kwargs=model_kwargs,
-        cond_fn=cond_fn,
-        denoised_fn=denoised_fn,
-        clip_denoised=clip_denoised,
-        threshold=threshold,
-    )
-
-
-def ddim_sample_loop(
-    model: Model,
-    diffusion: GaussianDiffusion,
-    shape: Sequence[int],
-    noise: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    cond_fn: CondFn | None = None,
-    denoised_fn: DenoisedFn | None = None,
-    clip_denoised: bool = True,
-    threshold: float | None = None,
-    init_noise_scale: float = 1.0,
-    progress: bool = False,
-    device: torch.device | str | None = None,
-    eta: float = 0.0,
-) -> Tensor:
-    """DDIM sampling (deterministic for eta = 0); arguments as `ancestral_sample_loop`."""
-    steps = ddim_sample_loop_progressive(
-        model,
-        diffusion,
-        shape,
-        noise=noise,
-        generator=generator,
-        model_kwargs=model_kwargs,
-        cond_fn=cond_fn,
-        denoised_fn=denoised_fn,
-        clip_denoised=clip_denoised,
-        threshold=threshold,
-        init_noise_scale=init_noise_scale,
-        progress=progress,
-        device=device,
-        eta=eta,
-    )
-    return _last(steps)["sample"]
-
-
-def _last(steps: Iterator[dict[str, Tensor]]) -> dict[str, Tensor]:
+def final_step(steps: Iterator[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Run a progressive loop to its end; its last step's output dict."""
     final: dict[str, Tensor] | None = None
     for final in steps:  # noqa: B007 (only the last step is kept)
         pass

@@ -8,9 +8,15 @@ generated pixels within ``width`` pixels of a known pixel.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from pipeline.sampling import SamplerSettings, SamplingModel
 
 
 def boundary_band(keep: Tensor, width: int) -> Tensor:
@@ -67,18 +73,16 @@ def evaluation_masks(count: int, size: int, seed: int = 0) -> Tensor:
 
 
 def compare_inpainting(
-    models: dict[str, tuple[torch.nn.Module, dict]],
-    tokenizer: object,
+    models: dict[str, SamplingModel],
     examples: list[dict],
+    settings: SamplerSettings,
     *,
     guidance_scale: float = 5.0,
-    steps: str = "100",
     band_width: int = 2,
-    seed: int = 0,
 ) -> dict[str, dict[str, object]]:
     """Edit held-out images (their own captions, fixed masks) with each model; compare with the
-    ground truth. ``models``: name -> (model, diffusion settings). An inpainting model is used
-    as such, any other as the replacement-only baseline.
+    ground truth. An inpainting model is used as such, any other as the replacement-only
+    baseline. Example i is sampled with seed ``settings.seed + i`` (and masks of that seed).
 
     Returns name -> {"band_error": mean over images, "band_errors": per image (NaN: no band),
     "edited": uint8 [N, H, W, 3],
@@ -88,22 +92,18 @@ def compare_inpainting(
 
     images = torch.stack([torch.as_tensor(ex["base"]) for ex in examples])
     size = images.shape[1]
-    keep = evaluation_masks(len(examples), size, seed)
+    keep = evaluation_masks(len(examples), size, settings.seed)
     results: dict[str, dict[str, object]] = {}
-    for name, (model, diffusion) in models.items():
+    for name, sampler in models.items():
         edited = torch.cat(
             [
                 sample_inpaint(
-                    model,
-                    tokenizer,
+                    sampler,
                     [ex["caption"]],
                     images[i],
                     keep[i],
+                    replace(settings, seed=settings.seed + i),
                     guidance_scale=guidance_scale,
-                    steps=steps,
-                    diffusion_steps=int(diffusion["diffusion_steps"]),
-                    noise_schedule=str(diffusion["noise_schedule"]),
-                    seed=seed + i,
                 )
                 for i, ex in enumerate(examples)
             ]

@@ -13,7 +13,7 @@ from cached reference features, added on rank 0 only.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -35,6 +35,7 @@ from pipeline.evaluation.inception_weights import load_fid_inception
 from pipeline.evaluation.per_sample import PerSampleValues
 from pipeline.evaluation.reference_stats import ReferenceFeatures
 from pipeline.evaluation.scene_readout import CaptionFollowing
+from pipeline.sampling import SamplerSettings
 
 
 @dataclass(frozen=True)
@@ -191,36 +192,26 @@ class GlideEvaluationModule(pl.LightningModule):
                 add_reference(metric, self.reference["hires"])
 
     # ------------------------------------------------------------------ generation
-    def _sample_kwargs(self, model_name: str, seed: int) -> dict[str, Any]:
-        sampling_model = self.sampling_models[model_name]
-        return {
-            "steps": str(self.settings["sample_steps"]),
-            "diffusion_steps": sampling_model.diffusion_steps,
-            "noise_schedule": sampling_model.noise_schedule,
-            "seed": seed,
-            "device": self.device,
-        }
+    def sampler_settings(self, seed: int) -> SamplerSettings:
+        """The base models' sampling settings for a batch seeded with ``seed``."""
+        return SamplerSettings(
+            steps=str(self.settings["sample_steps"]), seed=seed, device=self.device
+        )
 
     def generate(self, condition: Condition, captions: list[str], seed: int) -> Tensor:
         """One image per caption under ``condition``: uint8 [B, H, W, 3] on the CPU."""
         from pipeline.sampling.clip_guided import sample_clip_guided
         from pipeline.sampling.text_to_image import sample_text_to_image
 
-        model_name = "base" if condition.kind == "base" else "cfg"
-        sampler = self.sampling_models[model_name]
-        kwargs = self._sample_kwargs(model_name, seed)
+        sampler = self.sampling_models["base" if condition.kind == "base" else "cfg"]
+        settings = self.sampler_settings(seed)
         if condition.kind == "clip":
             images = sample_clip_guided(
-                sampler.model,
-                sampler.tokenizer,
-                self.noised_clip,
-                captions,
-                clip_guidance_scale=condition.scale,
-                **kwargs,
+                sampler, self.noised_clip, captions, settings, clip_guidance_scale=condition.scale
             )
         else:
             images = sample_text_to_image(
-                sampler.model, sampler.tokenizer, captions, guidance_scale=condition.scale, **kwargs
+                sampler, captions, settings, guidance_scale=condition.scale
             )
         return images.cpu()
 
@@ -300,14 +291,11 @@ class GlideEvaluationModule(pl.LightningModule):
             return
         keep = [c for c, r in zip(captions, rows.tolist(), strict=True) if r]
         upsampler = self.sampling_models["upsampler"]
-        settings = {
-            "steps": str(self.settings["upsample_steps"]),
-            "temperature": float(self.settings["upsample_temperature"]),
-            "diffusion_steps": upsampler.diffusion_steps,
-            "noise_schedule": upsampler.noise_schedule,
-            "seed": seed,
-            "device": self.device,
-        }
+        settings = replace(
+            self.sampler_settings(seed),
+            steps=str(self.settings["upsample_steps"]),
+            temperature=float(self.settings["upsample_temperature"]),
+        )
         cascade_name = Condition("cfg", float(self.settings["cascade_guidance"])).name
         low = samples.get(cascade_name)
         if low is None:
@@ -316,7 +304,7 @@ class GlideEvaluationModule(pl.LightningModule):
             )
         else:
             low = low[rows]
-        cascade = sample_upsample(upsampler.model, upsampler.tokenizer, keep, low, **settings)
+        cascade = sample_upsample(upsampler, keep, low, settings)
         features = self.features_of(cascade.cpu())
         self.cascade_fid["cascade"].update(features, real=False)
         self._record("cascade_features", indices[rows], features)
@@ -324,9 +312,7 @@ class GlideEvaluationModule(pl.LightningModule):
 
         real_low = torch.as_tensor(batch["base"])[rows]
         real_high = torch.as_tensor(batch["hires"])[rows].numpy()
-        upsampled = sample_upsample(
-            upsampler.model, upsampler.tokenizer, keep, real_low, **settings
-        ).cpu()
+        upsampled = sample_upsample(upsampler, keep, real_low, settings).cpu()
         bicubic = torch.from_numpy(bicubic_upsample(real_low.numpy(), real_high.shape[1]))
         for name, images in (("upsampler", upsampled), ("bicubic", bicubic)):
             features = self.features_of(images)
@@ -356,19 +342,11 @@ class GlideEvaluationModule(pl.LightningModule):
             "replace": self.sampling_models["cfg"],
         }
         compared = compare_inpainting(
-            {
-                k: (
-                    m.model,
-                    {"diffusion_steps": m.diffusion_steps, "noise_schedule": m.noise_schedule},
-                )
-                for k, m in models.items()
-            },
-            self.sampling_models["cfg"].tokenizer,
+            models,
             examples,
+            replace(self.sampler_settings(seed), device=None),
             guidance_scale=float(self.settings["inpaint_guidance"]),
-            steps=str(self.settings["sample_steps"]),
             band_width=int(self.settings["inpaint_band_width"]),
-            seed=seed,
         )
         truth = self.features_of(torch.as_tensor(compared["ground_truth"]["region_crops"]))
         self._record("truth_region", indices[rows], truth)

@@ -9,21 +9,18 @@ low-res ``base`` image is the area average of the high-res ``hires`` one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.sampling.loading import SamplingModel
-from pipeline.sampling.upsample import (
-    GLIDE_UPSAMPLE_STEPS,
-    GLIDE_UPSAMPLE_TEMPERATURE,
-    sample_upsample,
-)
+from pipeline.sampling import SamplerSettings, SamplingModel
+from pipeline.sampling.upsample import GLIDE_UPSAMPLE_SETTINGS, sample_upsample
 
 PSNR_CAP_DB = 100.0  # identical images: a finite value, so means and JSON stay usable
+EVALUATION_SETTINGS = replace(GLIDE_UPSAMPLE_SETTINGS, batch_size=16)
 
 
 def psnr(prediction: Any, target: Any) -> np.ndarray:
@@ -77,13 +74,9 @@ class UpsamplingEvaluation:
 def evaluate_upsampling(
     upsampler: SamplingModel,
     pairs: Sequence[Mapping[str, Any]],
+    settings: SamplerSettings = EVALUATION_SETTINGS,
     *,
-    steps: str = GLIDE_UPSAMPLE_STEPS,
-    temperature: float = GLIDE_UPSAMPLE_TEMPERATURE,
     aug_level: int = 0,
-    seed: int = 0,
-    batch_size: int = 16,
-    device: torch.device | str | None = None,
 ) -> UpsamplingEvaluation:
     """Upsample every pair's ``base`` (uint8 [h, w, 3]) with its ``caption`` and compare with its
     ``hires`` (uint8 [H, W, 3]); the same for bicubic upsampling."""
@@ -98,20 +91,9 @@ def evaluate_upsampling(
             )
     low = np.stack([np.asarray(pair["base"], dtype=np.uint8) for pair in pairs])
     reference = np.stack([np.asarray(pair["hires"], dtype=np.uint8) for pair in pairs])
-    upsampled = sample_upsample(
-        upsampler.model,
-        upsampler.tokenizer,
-        [str(pair["caption"]) for pair in pairs],
-        torch.from_numpy(low),
-        steps=steps,
-        temperature=temperature,
-        aug_level=aug_level,
-        diffusion_steps=upsampler.diffusion_steps,
-        noise_schedule=upsampler.noise_schedule,
-        seed=seed,
-        batch_size=batch_size,
-        device=device,
-    ).numpy()
+    captions = [str(pair["caption"]) for pair in pairs]
+    low_res = torch.from_numpy(low)
+    upsampled = sample_upsample(upsampler, captions, low_res, settings, aug_level=aug_level).numpy()
     bicubic = bicubic_upsample(low, size)
     per_model, per_bicubic = psnr(upsampled, reference), psnr(bicubic, reference)
     return UpsamplingEvaluation(

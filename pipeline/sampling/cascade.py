@@ -18,14 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.diffusion import SamplerSettings
 from pipeline.sampling.inpaint import check_edit_inputs, sample_inpaint
 from pipeline.sampling.loading import SamplingModel
-from pipeline.sampling.text_to_image import sample_text_to_image
-from pipeline.sampling.upsample import (
-    GLIDE_UPSAMPLE_STEPS,
-    GLIDE_UPSAMPLE_TEMPERATURE,
-    sample_upsample,
-)
+from pipeline.sampling.text_to_image import DEFAULT_SETTINGS, sample_text_to_image
+from pipeline.sampling.upsample import GLIDE_UPSAMPLE_SETTINGS, sample_upsample
 
 
 @dataclass
@@ -49,65 +46,58 @@ def downsample_edit(image: Tensor, keep: Tensor, size: int) -> tuple[Tensor, Ten
     return low.contiguous(), ~generate
 
 
-def sample_cascade(
-    base: SamplingModel,
-    upsampler: SamplingModel,
-    prompts: Sequence[str],
-    *,
-    guidance_scale: float = 3.0,
-    base_steps: str = "100",
-    upsample_steps: str = GLIDE_UPSAMPLE_STEPS,
-    temperature: float = GLIDE_UPSAMPLE_TEMPERATURE,
-    aug_level: int = 0,
-    seed: int = 0,
-    batch_size: int = 0,
-    device: torch.device | str | None = None,
-    threshold: float | None = None,
-    edit: tuple[Tensor, Tensor] | None = None,
-    progress: bool = False,
-) -> CascadeResult:
-    """One image per caption through base model and upsampler.
-
-    ``edit``: (source uint8 [H, W, 3], keep bool [H, W]) at the upsampler's resolution, for the
-    inpainting cascade (``base`` is then an inpainting model, or any model for the
-    replacement-only baseline).
-    """
+def _check_pair(base: SamplingModel, upsampler: SamplingModel) -> None:
     low_size, high_size = int(base.model.image_size), int(upsampler.model.image_size)
     if high_size % low_size or not upsampler.model.super_res:
         raise ValueError(
             f"the upsampler ({high_size}px, super_res={upsampler.model.super_res}) does not fit "
             f"the base model ({low_size}px): need a super-resolution model at a multiple of it"
         )
-    common = dict(seed=seed, batch_size=batch_size, device=device, progress=progress)
-    base_settings = dict(
-        guidance_scale=guidance_scale,
-        steps=base_steps,
-        diffusion_steps=base.diffusion_steps,
-        noise_schedule=base.noise_schedule,
-        threshold=threshold,
-        **common,
+
+
+def _sample_base(
+    base: SamplingModel,
+    prompts: Sequence[str],
+    settings: SamplerSettings,
+    guidance_scale: float,
+    edit: tuple[Tensor, Tensor] | None,
+    high_size: int,
+) -> Tensor:
+    """The base model's uint8 samples: text-to-image, or the edit at the base resolution."""
+    if edit is None:
+        return sample_text_to_image(base, prompts, settings, guidance_scale=guidance_scale)
+    check_edit_inputs(*edit, high_size)
+    low_image, low_keep = downsample_edit(*edit, int(base.model.image_size))
+    if bool(low_keep.all()):
+        raise ValueError("after downsampling, the mask keeps every base pixel")
+    return sample_inpaint(
+        base, prompts, low_image, low_keep, settings, guidance_scale=guidance_scale
     )
-    if edit is not None:
-        check_edit_inputs(*edit, high_size)
-        low_image, low_keep = downsample_edit(*edit, low_size)
-        if bool(low_keep.all()):
-            raise ValueError("after downsampling, the mask keeps every base pixel")
-        low = sample_inpaint(
-            base.model, base.tokenizer, prompts, low_image, low_keep, **base_settings
-        )
-    else:
-        low = sample_text_to_image(base.model, base.tokenizer, prompts, **base_settings)
+
+
+def sample_cascade(
+    base: SamplingModel,
+    upsampler: SamplingModel,
+    prompts: Sequence[str],
+    base_settings: SamplerSettings = DEFAULT_SETTINGS,
+    upsample_settings: SamplerSettings = GLIDE_UPSAMPLE_SETTINGS,
+    *,
+    guidance_scale: float = 3.0,
+    aug_level: int = 0,
+    edit: tuple[Tensor, Tensor] | None = None,
+) -> CascadeResult:
+    """One image per caption through base model (``base_settings``, classifier-free guidance at
+    ``guidance_scale``) and upsampler (``upsample_settings``, no guidance).
+
+    ``edit``: (source uint8 [H, W, 3], keep bool [H, W]) at the upsampler's resolution, for the
+    inpainting cascade (``base`` is then an inpainting model, or any model for the
+    replacement-only baseline).
+    """
+    _check_pair(base, upsampler)
+    high_size = int(upsampler.model.image_size)
+    low = _sample_base(base, prompts, base_settings, guidance_scale, edit, high_size)
+    # uint8: the base samples quantised to 8 bits, as GLIDE conditions its upsampler
     high = sample_upsample(
-        upsampler.model,
-        upsampler.tokenizer,
-        prompts,
-        low,  # uint8: the base samples quantised to 8 bits, as GLIDE conditions its upsampler
-        steps=upsample_steps,
-        temperature=temperature,
-        aug_level=aug_level,
-        diffusion_steps=upsampler.diffusion_steps,
-        noise_schedule=upsampler.noise_schedule,
-        known=edit,
-        **common,
+        upsampler, prompts, low, upsample_settings, aug_level=aug_level, known=edit
     )
     return CascadeResult(base=low, upsampled=high)

@@ -34,6 +34,7 @@ import math
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.diffusion import create_diffusion
+from pipeline.diffusion import SamplerSettings, create_diffusion
 from pipeline.io import OutputWriteError, atomic_output_path, atomic_write_text
 from pipeline.models.clip_file import load_noised_clip
 from pipeline.models.execution import SAMPLING_PRECISIONS
@@ -50,7 +51,7 @@ from pipeline.sampling.cascade import sample_cascade
 from pipeline.sampling.clip_guided import check_clip_for_model, sample_clip_guided
 from pipeline.sampling.grid import captioned_grid
 from pipeline.sampling.inpaint import check_edit_inputs, sample_inpaint
-from pipeline.sampling.loading import load_sampling_model
+from pipeline.sampling.loading import SamplingModel, load_sampling_model
 from pipeline.sampling.text_to_image import sample_text_to_image
 from pipeline.text import CaptionTruncatedWarning, encode_batch
 
@@ -281,9 +282,21 @@ def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tens
     return images, loaded.info
 
 
+def sampler_settings(args: argparse.Namespace, device: torch.device) -> SamplerSettings:
+    """The base model's sampling settings from the command line."""
+    return SamplerSettings(
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch,
+        device=device,
+        threshold=args.threshold,
+        progress=True,
+    )
+
+
 def _sample_cascade(
-    loaded: Any,
-    upsampler: Any,
+    loaded: SamplingModel,
+    upsampler: SamplingModel,
     prompts: list[str],
     args: argparse.Namespace,
     device: torch.device,
@@ -291,22 +304,20 @@ def _sample_cascade(
 ) -> tuple[torch.Tensor, dict]:
     """Base model then upsampler: the upsampled images, and the model info with the upsampler's
     and the base samples (``base_images``, written beside the upsampled ones)."""
+    base_settings = sampler_settings(args, device)
+    upsample_settings = replace(
+        base_settings, steps=args.upsample_steps, temperature=args.upsample_temp, threshold=None
+    )
     try:
         result = sample_cascade(
             loaded,
             upsampler,
             prompts,
+            base_settings,
+            upsample_settings,
             guidance_scale=args.guidance,
-            base_steps=args.steps,
-            upsample_steps=args.upsample_steps,
-            temperature=args.upsample_temp,
             aug_level=args.upsample_aug_level,
-            seed=args.seed,
-            batch_size=args.batch,
-            device=device,
-            threshold=args.threshold,
             edit=edit_inputs,
-            progress=True,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -315,55 +326,36 @@ def _sample_cascade(
 
 
 def _sample(
-    loaded: Any,
+    loaded: SamplingModel,
     prompts: list[str],
     args: argparse.Namespace,
     device: torch.device,
     edit_inputs: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
-    settings = dict(
-        guidance_scale=args.guidance,
-        steps=args.steps,
-        diffusion_steps=loaded.diffusion_steps,
-        noise_schedule=loaded.noise_schedule,
-        seed=args.seed,
-        batch_size=args.batch,
-        device=device,
-        threshold=args.threshold,
-        progress=True,
-    )
+    settings = sampler_settings(args, device)
     if edit_inputs is not None:
-        return sample_inpaint(loaded.model, loaded.tokenizer, prompts, *edit_inputs, **settings)
+        return sample_inpaint(loaded, prompts, *edit_inputs, settings, guidance_scale=args.guidance)
     if args.clip_guidance is not None:
         return _sample_clip_guided(loaded, prompts, args, device, settings)
-    return sample_text_to_image(loaded.model, loaded.tokenizer, prompts, **settings)
+    return sample_text_to_image(loaded, prompts, settings, guidance_scale=args.guidance)
 
 
 def _sample_clip_guided(
-    loaded: Any,
+    loaded: SamplingModel,
     prompts: list[str],
     args: argparse.Namespace,
     device: torch.device,
-    settings: dict[str, Any],
+    settings: SamplerSettings,
 ) -> torch.Tensor:
     clip_model, clip_info = load_noised_clip(args.clip_model, device=device)
     try:
         check_clip_for_model(
-            clip_info,
-            clip_model,
-            int(loaded.model.image_size),
-            {"diffusion_steps": loaded.diffusion_steps, "noise_schedule": loaded.noise_schedule},
+            clip_info, clip_model, int(loaded.model.image_size), loaded.diffusion_settings
         )
     except ValueError as err:
         raise UsageError(f"--clip-model {args.clip_model}: {err}") from err
-    settings = {k: v for k, v in settings.items() if k != "guidance_scale"}
     return sample_clip_guided(
-        loaded.model,
-        loaded.tokenizer,
-        clip_model,
-        prompts,
-        clip_guidance_scale=args.clip_guidance,
-        **settings,
+        loaded, clip_model, prompts, settings, clip_guidance_scale=args.clip_guidance
     )
 
 

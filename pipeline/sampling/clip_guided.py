@@ -17,10 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.diffusion import clip_cond_fn
+from pipeline.diffusion import SamplerSettings, clip_cond_fn
 from pipeline.models.noised_clip import NoisedCLIP
-from pipeline.sampling.text_to_image import sample_text_to_image
-from pipeline.text import Tokenizer
+from pipeline.sampling.loading import SamplingModel
+from pipeline.sampling.text_to_image import (
+    DEFAULT_SETTINGS,
+    Conditioning,
+    sample_images,
+    to_uint8,
+)
 from pipeline.text.clip_tokens import clip_text_tokens
 
 
@@ -65,24 +70,19 @@ def check_clip_for_model(
 
 
 def sample_clip_guided(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
+    sampler: SamplingModel,
     clip_model: NoisedCLIP,
     prompts: Sequence[str],
+    settings: SamplerSettings = DEFAULT_SETTINGS,
     *,
     clip_guidance_scale: float,
-    **settings: Any,
 ) -> Tensor:
     """Sample one image per prompt with CLIP guidance at ``clip_guidance_scale`` and no
-    classifier-free guidance; ``settings`` as for :func:`sample_text_to_image` (steps, seed,
-    batch_size, device, ...). Returns uint8 [N, H, W, 3]."""
-    if settings.pop("guidance_scale", 1.0) != 1.0:
-        raise ValueError("CLIP guidance samples without classifier-free guidance (scale 1)")
+    classifier-free guidance. Returns uint8 [N, H, W, 3]."""
     clip_model.requires_grad_(False)
 
-    def make_cond_fn(chunk: list[str]) -> Callable[..., Tensor]:
-        return clip_guidance_cond_fn(clip_model, chunk, clip_guidance_scale)
+    def cond_fn_for(batch: list[str]) -> Callable[..., Tensor]:
+        return clip_guidance_cond_fn(clip_model, batch, clip_guidance_scale)
 
-    return sample_text_to_image(
-        model, tokenizer, prompts, guidance_scale=1.0, make_cond_fn=make_cond_fn, **settings
-    )
+    conditioning = Conditioning(guidance_scale=1.0, cond_fn_for=cond_fn_for)
+    return to_uint8(sample_images(sampler, prompts, settings, conditioning))

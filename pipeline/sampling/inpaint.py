@@ -10,13 +10,19 @@ images carry the source's known pixels exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from pipeline.sampling.text_to_image import sample_text_to_image, to_uint8
-from pipeline.text import Tokenizer
+from pipeline.diffusion import SamplerSettings
+from pipeline.sampling.loading import SamplingModel
+from pipeline.sampling.text_to_image import (
+    DEFAULT_SETTINGS,
+    Conditioning,
+    sample_images,
+    to_uint8,
+)
 
 
 def to_model_image(image: Tensor) -> Tensor:
@@ -42,56 +48,46 @@ def check_edit_inputs(image: Tensor, keep: Tensor, image_size: int) -> None:
         raise ValueError("the mask keeps every pixel: there is nothing to generate")
 
 
-@torch.no_grad()
+def paste_known(source: Tensor, keep: Tensor) -> Callable[[Tensor], Tensor]:
+    """A denoised_fn that replaces the known region (``keep`` 1, float [1, 1, H, W]) of every x0
+    prediction by ``source`` (float [1, 3, H, W] in [-1, 1])."""
+
+    def paste(pred_xstart: Tensor) -> Tensor:
+        return pred_xstart * (1.0 - keep) + source * keep
+
+    return paste
+
+
+def keep_known_pixels(images: Tensor, source: Tensor, keep: Tensor) -> Tensor:
+    """uint8 images [N, H, W, 3] with the pixels ``keep`` (bool [H, W]) of ``source`` (uint8
+    [H, W, 3]) put back exactly."""
+    known = keep[None, :, :, None].expand_as(images)
+    return torch.where(known, source[None].expand_as(images), images)
+
+
 def sample_inpaint(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
+    sampler: SamplingModel,
     prompts: Sequence[str],
     image: Tensor,
     keep: Tensor,
+    settings: SamplerSettings = DEFAULT_SETTINGS,
     *,
     guidance_scale: float = 5.0,
-    steps: str = "100",
-    diffusion_steps: int = 1000,
-    noise_schedule: str = "squaredcos_cap_v2",
-    seed: int = 0,
-    batch_size: int = 0,
-    device: torch.device | str | None = None,
-    threshold: float | None = None,
-    progress: bool = False,
 ) -> Tensor:
     """Edit ``image`` (uint8 [H, W, 3]) where ``keep`` (bool [H, W]) is False, once per prompt.
 
     Returns uint8 [N, H, W, 3]. An inpainting model (``model.inpaint``) gets the masked image and
     the mask as inputs; any other model is the replacement-only baseline.
     """
-    check_edit_inputs(image, keep, int(model.image_size))
+    check_edit_inputs(image, keep, int(sampler.model.image_size))
     source = to_model_image(image)  # [1, 3, H, W]
     keep_mask = keep.to(torch.float32)[None, None]  # [1, 1, H, W]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    source_d, keep_d = source.to(device), keep_mask.to(device)
-
-    def paste_known(pred_xstart: Tensor) -> Tensor:
-        return pred_xstart * (1.0 - keep_d) + source_d * keep_d
-
-    image_kwargs = {"inpaint_image": source, "inpaint_mask": keep_mask} if model.inpaint else None
-    samples = sample_text_to_image(
-        model,
-        tokenizer,
-        prompts,
+    device = sampler.device if settings.device is None else torch.device(settings.device)
+    inputs = {"inpaint_image": source, "inpaint_mask": keep_mask} if sampler.model.inpaint else {}
+    conditioning = Conditioning(
         guidance_scale=guidance_scale,
-        steps=steps,
-        diffusion_steps=diffusion_steps,
-        noise_schedule=noise_schedule,
-        seed=seed,
-        batch_size=batch_size,
-        device=device,
-        threshold=threshold,
-        progress=progress,
-        image_kwargs=image_kwargs,
-        denoised_fn=paste_known,
-        as_float=True,
-    )  # [N, 3, H, W] in [-1, 1]
-    edited = to_uint8(samples)
-    known = keep[None, :, :, None].expand_as(edited)
-    return torch.where(known, image[None].expand_as(edited), edited)
+        image_inputs=inputs,
+        denoised_fn=paste_known(source.to(device), keep_mask.to(device)),
+    )
+    samples = sample_images(sampler, prompts, settings, conditioning)  # [N, 3, H, W] in [-1, 1]
+    return keep_known_pixels(to_uint8(samples), image, keep)

@@ -3,26 +3,69 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from pipeline.diffusion import GaussianDiffusion, create_diffusion
 from pipeline.models.execution import compile_for_sampling, sample_in_precision
 from pipeline.models.glide_unet import Text2ImUNet
 from pipeline.models.model_file import ModelFileError, load_model
 from pipeline.text import Tokenizer, get_tokenizer
 
+DIFFUSION_KEYS = ("diffusion_steps", "noise_schedule")
+
+
+class MissingDiffusionError(ValueError):
+    """A model offered for sampling without the diffusion it was trained with."""
+
 
 @dataclass
 class SamplingModel:
-    """A model file ready to sample: network (eval mode), tokenizer, diffusion settings."""
+    """A network ready to sample with the diffusion it was trained with: network (eval mode),
+    tokenizer, the diffusion's step count and noise schedule (never defaulted), and the model
+    file's metadata (stage, step, mlflow_run_id, ...; empty for a network in training)."""
 
     model: Text2ImUNet
     tokenizer: Tokenizer
     diffusion_steps: int
     noise_schedule: str
-    info: dict[str, Any]  # the model file's metadata (stage, step, mlflow_run_id, ...)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_network(
+        cls, model: Text2ImUNet, tokenizer: Tokenizer, diffusion: Mapping[str, Any] | None
+    ) -> SamplingModel:
+        """A network with its ``{"diffusion_steps", "noise_schedule"}`` (e.g. a training module's
+        ``diffusion_settings``); MissingDiffusionError when either is absent."""
+        missing = [key for key in DIFFUSION_KEYS if key not in (diffusion or {})]
+        if diffusion is None or missing:
+            raise MissingDiffusionError(
+                f"the model comes without its diffusion settings (missing {', '.join(missing)}): "
+                "sampling needs the schedule it was trained with, there is no default"
+            )
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            diffusion_steps=int(diffusion["diffusion_steps"]),
+            noise_schedule=str(diffusion["noise_schedule"]),
+        )
+
+    @property
+    def diffusion_settings(self) -> dict[str, Any]:
+        """``{"diffusion_steps", "noise_schedule"}``, as model files and configs spell them."""
+        return {"diffusion_steps": self.diffusion_steps, "noise_schedule": self.noise_schedule}
+
+    def diffusion(self, respacing: str = "") -> GaussianDiffusion:
+        """The model's diffusion, respaced to ``respacing`` ("" = all its steps)."""
+        return create_diffusion(self.diffusion_steps, self.noise_schedule, respacing)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's parameters are."""
+        return next(self.model.parameters()).device
 
 
 def tokenizer_for(
@@ -78,13 +121,12 @@ def load_sampling_model(
         gpt2_encoder_json=gpt2_encoder_json,
         gpt2_vocab_bpe=gpt2_vocab_bpe,
     )
+    try:
+        loaded = SamplingModel.of_network(model, tokenizer, info.get("diffusion"))
+    except MissingDiffusionError as err:
+        raise ModelFileError(f"{path}: {err}") from err
     sample_in_precision(model, precision)
     if compile:
         compile_for_sampling(model, backend=compile_backend)
-    return SamplingModel(
-        model=model,
-        tokenizer=tokenizer,
-        diffusion_steps=int(info["diffusion"]["diffusion_steps"]),
-        noise_schedule=str(info["diffusion"]["noise_schedule"]),
-        info=info,
-    )
+    loaded.info = info
+    return loaded

@@ -1,35 +1,61 @@
-"""Text-to-image sampling with classifier-free guidance (GLIDE Sec. 2.3).
+"""Text-to-image sampling with classifier-free guidance (GLIDE Sec. 2.3), and the one sampling
+call every other mode (editing, upsampling, CLIP guidance) goes through.
 
 One forward pass per step over the batch [conditional; unconditional] (x_t duplicated); the text
-transformer runs once per sampling call, not once per step.
+transformer runs once per batch of prompts, not once per step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from pipeline.diffusion import (
-    ancestral_sample_loop,
+    SamplerSettings,
+    StepHooks,
     classifier_free_guidance_model,
-    create_diffusion,
-    ddim_sample_loop,
+    final_step,
+    sample_loop_progressive,
 )
-from pipeline.text import Tokenizer, empty_caption_tokens, tokenize_batch
+from pipeline.sampling.loading import SamplingModel
+from pipeline.text import empty_caption_tokens, tokenize_batch
+
+CondFnFor = Callable[[list[str]], Callable[..., Tensor]]
+DEFAULT_SETTINGS = SamplerSettings()
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a sampling call conditions on besides the captions.
+
+    guidance_scale: classifier-free guidance scale (1 = the conditional model alone, no
+        unconditional half).
+    image_inputs: extra network inputs, batch 1 (repeated over the prompts, e.g.
+        ``inpaint_image`` [1, 3, H, W]) or one per prompt (e.g. an upsampler's ``low_res``).
+    denoised_fn: post-processes every x0 prediction (e.g. pastes an edit's known region).
+    cond_fn_for: the sampler's gradient hook for a batch of prompts (CLIP guidance); needs
+        guidance_scale 1.
+    """
+
+    guidance_scale: float = 1.0
+    image_inputs: Mapping[str, Tensor] = field(default_factory=dict)
+    denoised_fn: Callable[[Tensor], Tensor] | None = None
+    cond_fn_for: CondFnFor | None = None
+
+    @property
+    def guided(self) -> bool:
+        """Whether the batch carries the unconditional half (classifier-free guidance)."""
+        return float(self.guidance_scale) != 1.0
 
 
 def to_uint8(images: Tensor) -> Tensor:
     """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] (8-bit quantisation, as GLIDE saves)."""
     scaled = ((images.float() + 1.0) * 127.5).round().clamp(0, 255)
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
-
-
-def is_ddim(steps: str) -> bool:
-    """ "ddimN" respacings use the DDIM sampler; every other respacing the ancestral sampler."""
-    return str(steps).startswith("ddim")
 
 
 def _batch_input(name: str, value: Tensor, start: int, count: int, total: int) -> Tensor:
@@ -42,83 +68,128 @@ def _batch_input(name: str, value: Tensor, start: int, count: int, total: int) -
     return value[start : start + count]
 
 
-@torch.no_grad()
-def sample_text_to_image(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    prompts: Sequence[str],
-    *,
-    guidance_scale: float = 3.0,
-    steps: str = "100",
-    diffusion_steps: int = 1000,
-    noise_schedule: str = "squaredcos_cap_v2",
-    seed: int = 0,
-    batch_size: int = 0,
-    device: torch.device | str | None = None,
-    threshold: float | None = None,
-    progress: bool = False,
-    image_kwargs: dict[str, Tensor] | None = None,
-    denoised_fn: Callable[[Tensor], Tensor] | None = None,
-    as_float: bool = False,
-    init_noise_scale: float = 1.0,
-    make_cond_fn: Callable[[list[str]], Callable[..., Tensor]] | None = None,
-) -> Tensor:
-    """Sample one image per prompt; returns uint8 [N, H, W, 3].
-
-    guidance_scale 1 samples the conditional model alone (no unconditional half). ``steps`` is a
-    respacing ("100", "fast27", "ddim50", "10,10,3,2,2"). Prompts are processed in batches of
-    ``batch_size`` (0 = all at once); the same seed gives the same images for the same batching.
-
-    ``image_kwargs``: extra model inputs with batch size 1 (e.g. ``inpaint_image`` [1, 3, H, W],
-    ``inpaint_mask`` [1, 1, H, W]), repeated over the batch, or one per prompt (e.g. an
-    upsampler's ``low_res`` [N, 3, h, w]). ``denoised_fn`` post-processes
-    every x0 prediction (e.g. pastes the known region). ``as_float`` returns the samples in
-    [-1, 1] as float [N, 3, H, W] instead. ``init_noise_scale``: x_T = scale * noise (the
-    sampling temperature; GLIDE's upsampler uses 0.997). ``make_cond_fn(prompts)`` returns
-    the sampler's gradient hook for a batch of prompts (CLIP guidance, ``clip_guided.py``); it
-    needs ``guidance_scale`` 1 (no doubled classifier-free batch).
-    """
+def _check(prompts: Sequence[str], conditioning: Conditioning) -> None:
     if not prompts:
         raise ValueError("no prompts given")
-    if make_cond_fn is not None and float(guidance_scale) != 1.0:
+    if conditioning.cond_fn_for is not None and conditioning.guided:
         raise ValueError("a cond_fn (CLIP guidance) needs guidance_scale 1 (no classifier-free)")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    diffusion = create_diffusion(diffusion_steps, noise_schedule, steps)
-    loop = ddim_sample_loop if is_ddim(steps) else ancestral_sample_loop
+
+
+def _batch_hooks(
+    sampler: SamplingModel,
+    prompts: Sequence[str],
+    rows: range,
+    conditioning: Conditioning,
+    device: torch.device,
+) -> StepHooks:
+    """The step hooks of the prompts ``rows``: their encoded text ([conditional; unconditional]
+    when guided), image inputs, denoised_fn and cond_fn."""
+    chunk = [prompts[row] for row in rows]
+    count = len(rows)
+    text_ctx = int(sampler.model.text_ctx)
+    tokens, mask = tokenize_batch(sampler.tokenizer, chunk, text_ctx)
+    if conditioning.guided:
+        empty_tokens, empty_mask = empty_caption_tokens(text_ctx, count)
+        tokens, mask = torch.cat([tokens, empty_tokens]), torch.cat([mask, empty_mask])
+    model_kwargs: dict[str, Any] = {
+        "text_outputs": sampler.model.encode_text(tokens.to(device), mask.to(device))
+    }
+    for name, value in conditioning.image_inputs.items():
+        batch = _batch_input(name, value, rows.start, count, len(prompts)).to(device)
+        model_kwargs[name] = torch.cat([batch] * 2) if conditioning.guided else batch
+    cond_fn_for = conditioning.cond_fn_for
+    return StepHooks(
+        model_kwargs=model_kwargs,
+        cond_fn=cond_fn_for(chunk) if cond_fn_for is not None else None,
+        denoised_fn=conditioning.denoised_fn,
+    )
+
+
+def _batch_steps(
+    sampler: SamplingModel,
+    prompts: Sequence[str],
+    rows: range,
+    settings: SamplerSettings,
+    conditioning: Conditioning,
+    generator: torch.Generator,
+) -> Iterator[dict[str, Tensor]]:
+    """The sampling loop's step outputs for the prompts ``rows`` (their x_t first in each
+    ``"sample"``, the unconditional half after them); ``settings.device`` is resolved and the
+    generator runs on across batches."""
+    device = torch.device(settings.device)
+    hooks = _batch_hooks(sampler, prompts, rows, conditioning, device)
+    model = sampler.model
+    guided = conditioning.guided
+    network = (
+        classifier_free_guidance_model(model, conditioning.guidance_scale) if guided else model
+    )
     size = int(model.image_size)
-    text_ctx = int(model.text_ctx)
-    batch_size = batch_size or len(prompts)
-    generator = torch.Generator(device=device).manual_seed(int(seed))
+    shape = (len(rows) * (2 if guided else 1), 3, size, size)
+    diffusion = sampler.diffusion(settings.steps)
+    return sample_loop_progressive(network, diffusion, shape, settings, hooks, generator=generator)
+
+
+def _resolved(sampler: SamplingModel, settings: SamplerSettings) -> SamplerSettings:
+    """``settings`` with the device made explicit (default: the network's)."""
+    device = sampler.device if settings.device is None else torch.device(settings.device)
+    return replace(settings, device=device)
+
+
+def _generator(settings: SamplerSettings) -> torch.Generator:
+    return torch.Generator(device=settings.device).manual_seed(int(settings.seed))
+
+
+@torch.no_grad()
+def sample_images(
+    sampler: SamplingModel,
+    prompts: Sequence[str],
+    settings: SamplerSettings,
+    conditioning: Conditioning,
+) -> Tensor:
+    """One image per prompt, float [N, 3, H, W] in [-1, 1] on the CPU.
+
+    Prompts are sampled in batches of ``settings.batch_size`` (0 = all at once); the same seed
+    gives the same images for the same batching.
+    """
+    _check(prompts, conditioning)
+    settings = _resolved(sampler, settings)
+    generator = _generator(settings)
+    batch = settings.batch_size or len(prompts)
     outputs = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        tokens, mask = tokenize_batch(tokenizer, chunk, text_ctx)
-        guided = float(guidance_scale) != 1.0
-        if guided:
-            empty_tokens, empty_mask = empty_caption_tokens(text_ctx, len(chunk))
-            tokens = torch.cat([tokens, empty_tokens])
-            mask = torch.cat([mask, empty_mask])
-        text_outputs = model.encode_text(tokens.to(device), mask.to(device))
-        model_fn = classifier_free_guidance_model(model, guidance_scale) if guided else model
-        model_kwargs: dict[str, Any] = {"text_outputs": text_outputs}
-        for name, value in (image_kwargs or {}).items():
-            model_kwargs[name] = _batch_input(name, value, start, len(chunk), len(prompts))
-            model_kwargs[name] = model_kwargs[name].to(device)
-            if model_kwargs[name].shape[0] != tokens.shape[0]:  # the unconditional half
-                model_kwargs[name] = torch.cat([model_kwargs[name]] * 2)
-        samples = loop(
-            model_fn,
-            diffusion,
-            (tokens.shape[0], 3, size, size),
-            generator=generator,
-            model_kwargs=model_kwargs,
-            denoised_fn=denoised_fn,
-            threshold=threshold,
-            init_noise_scale=init_noise_scale,
-            progress=progress,
-            device=device,
-            cond_fn=make_cond_fn(chunk) if make_cond_fn is not None else None,
-        )
-        samples = samples[: len(chunk)]
-        outputs.append(samples.float().cpu() if as_float else to_uint8(samples))
+    for start in range(0, len(prompts), batch):
+        rows = range(start, min(start + batch, len(prompts)))
+        steps = _batch_steps(sampler, prompts, rows, settings, conditioning, generator)
+        outputs.append(final_step(steps)["sample"][: len(rows)].float().cpu())
     return torch.cat(outputs)
+
+
+@torch.no_grad()
+def sample_images_progressive(
+    sampler: SamplingModel,
+    prompts: Sequence[str],
+    settings: SamplerSettings,
+    conditioning: Conditioning,
+) -> Iterator[Tensor]:
+    """As :func:`sample_images` in one batch (``settings.batch_size`` 0 or at least the number
+    of prompts), yielding x_t float [N, 3, H, W] after every step; the last is the result."""
+    _check(prompts, conditioning)
+    if 0 < settings.batch_size < len(prompts):
+        raise ValueError("progressive sampling runs one batch: batch_size 0 or >= the prompts")
+    settings = _resolved(sampler, settings)
+    rows = range(len(prompts))
+    steps = _batch_steps(sampler, prompts, rows, settings, conditioning, _generator(settings))
+    for out in steps:
+        yield out["sample"][: len(rows)].float().cpu()
+
+
+def sample_text_to_image(
+    sampler: SamplingModel,
+    prompts: Sequence[str],
+    settings: SamplerSettings = DEFAULT_SETTINGS,
+    *,
+    guidance_scale: float = 3.0,
+) -> Tensor:
+    """Sample one image per prompt with classifier-free guidance at ``guidance_scale``; returns
+    uint8 [N, H, W, 3]."""
+    conditioning = Conditioning(guidance_scale=guidance_scale)
+    return to_uint8(sample_images(sampler, prompts, settings, conditioning))

@@ -12,18 +12,27 @@ model with inpainting inputs also sees the masked source), so the known pixels c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from pipeline.diffusion import create_diffusion
+from pipeline.diffusion import SamplerSettings
 from pipeline.diffusion.noise_aug import noise_augment
-from pipeline.sampling.inpaint import check_edit_inputs, to_model_image
-from pipeline.sampling.text_to_image import sample_text_to_image
-from pipeline.text import Tokenizer
+from pipeline.sampling.inpaint import (
+    check_edit_inputs,
+    keep_known_pixels,
+    paste_known,
+    to_model_image,
+)
+from pipeline.sampling.loading import SamplingModel
+from pipeline.sampling.text_to_image import Conditioning, sample_images, to_uint8
 
 GLIDE_UPSAMPLE_STEPS = "fast27"
 GLIDE_UPSAMPLE_TEMPERATURE = 0.997
+GLIDE_UPSAMPLE_SETTINGS = SamplerSettings(
+    steps=GLIDE_UPSAMPLE_STEPS, temperature=GLIDE_UPSAMPLE_TEMPERATURE
+)
 
 
 def images_to_model(images: Tensor) -> Tensor:
@@ -49,77 +58,61 @@ def check_low_res(model: torch.nn.Module, low_res: Tensor, count: int) -> None:
         )
 
 
-@torch.no_grad()
+def _low_res_inputs(
+    sampler: SamplingModel, low_res: Tensor, aug_level: int, seed: int
+) -> dict[str, Tensor]:
+    """The upsampler's ``low_res`` input (noised at ``aug_level`` for a noise_cond_aug model,
+    which is also told the level as ``aug_level``)."""
+    condition = images_to_model(low_res)  # [N, 3, h, w]
+    if not sampler.model.noise_cond_aug:
+        if aug_level:
+            raise ValueError("aug_level needs a model trained with noise_cond_aug")
+        return {"low_res": condition}
+    levels = torch.full((low_res.shape[0],), int(aug_level), dtype=torch.long)
+    generator = torch.Generator().manual_seed(int(seed) + 1)  # apart from the sampler's
+    noised = noise_augment(sampler.diffusion(), condition, levels, generator)
+    return {"aug_level": levels, "low_res": noised}
+
+
+def _known_region(
+    sampler: SamplingModel, known: tuple[Tensor, Tensor], device: torch.device
+) -> Conditioning:
+    """The inpainting cascade's conditioning: x0 predictions keep the source's known region (and
+    an inpainting upsampler sees the masked source)."""
+    source, keep = known
+    check_edit_inputs(source, keep, int(sampler.model.image_size))
+    source_d = to_model_image(source).to(device)  # [1, 3, H, W]
+    keep_d = keep.to(torch.float32)[None, None].to(device)  # [1, 1, H, W]
+    inputs = {"inpaint_image": source_d.cpu(), "inpaint_mask": keep_d.cpu()}
+    return Conditioning(
+        image_inputs=inputs if sampler.model.inpaint else {},
+        denoised_fn=paste_known(source_d, keep_d),
+    )
+
+
 def sample_upsample(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
+    sampler: SamplingModel,
     prompts: Sequence[str],
     low_res: Tensor,
+    settings: SamplerSettings = GLIDE_UPSAMPLE_SETTINGS,
     *,
-    steps: str = GLIDE_UPSAMPLE_STEPS,
-    temperature: float = GLIDE_UPSAMPLE_TEMPERATURE,
     aug_level: int = 0,
-    diffusion_steps: int = 1000,
-    noise_schedule: str = "linear",
-    seed: int = 0,
-    batch_size: int = 0,
-    device: torch.device | str | None = None,
     known: tuple[Tensor, Tensor] | None = None,
-    progress: bool = False,
 ) -> Tensor:
     """Upsample ``low_res`` (uint8 [N, h, w, 3]), image i with caption ``prompts[i]``; returns
-    uint8 [N, H, W, 3] at the model's resolution.
+    uint8 [N, H, W, 3] at the model's resolution. No guidance, as GLIDE; ``settings.temperature``
+    scales the initial noise.
 
     ``aug_level`` (noise_cond_aug models only): the level at which the low-res inputs are noised
     and which the model is told. ``known``: (source uint8 [H, W, 3], keep bool [H, W]) for the
     inpainting cascade; the kept pixels of the source come out exactly.
     """
-    check_low_res(model, low_res, len(prompts))
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    condition = images_to_model(low_res)  # [N, 3, h, w]
-    image_kwargs: dict[str, Tensor] = {}
-    if model.noise_cond_aug:
-        levels = torch.full((len(prompts),), int(aug_level), dtype=torch.long)
-        generator = torch.Generator().manual_seed(int(seed) + 1)  # apart from the sampler's
-        condition = noise_augment(
-            create_diffusion(diffusion_steps, noise_schedule), condition, levels, generator
-        )
-        image_kwargs["aug_level"] = levels
-    elif aug_level:
-        raise ValueError("aug_level needs a model trained with noise_cond_aug")
-    image_kwargs["low_res"] = condition
-    denoised_fn = None
-    if known is not None:
-        source, keep = known
-        check_edit_inputs(source, keep, int(model.image_size))
-        source_d = to_model_image(source).to(device)  # [1, 3, H, W]
-        keep_d = keep.to(torch.float32)[None, None].to(device)  # [1, 1, H, W]
-
-        def denoised_fn(pred_xstart: Tensor) -> Tensor:
-            return pred_xstart * (1.0 - keep_d) + source_d * keep_d
-
-        if model.inpaint:
-            image_kwargs.update(inpaint_image=source_d.cpu(), inpaint_mask=keep_d.cpu())
-    elif model.inpaint:
+    check_low_res(sampler.model, low_res, len(prompts))
+    inputs = _low_res_inputs(sampler, low_res, aug_level, settings.seed)
+    if known is None and sampler.model.inpaint:
         raise ValueError("an inpainting upsampler needs the known high-res region (known=...)")
-    samples = sample_text_to_image(
-        model,
-        tokenizer,
-        prompts,
-        guidance_scale=1.0,  # GLIDE does not guide the upsampler
-        steps=steps,
-        diffusion_steps=diffusion_steps,
-        noise_schedule=noise_schedule,
-        seed=seed,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        image_kwargs=image_kwargs,
-        denoised_fn=denoised_fn,
-        init_noise_scale=float(temperature),
-    )
-    if known is None:
-        return samples
-    source, keep = known
-    kept = keep[None, :, :, None].expand_as(samples)
-    return torch.where(kept, source[None].expand_as(samples), samples)
+    device = sampler.device if settings.device is None else torch.device(settings.device)
+    region = _known_region(sampler, known, device) if known is not None else Conditioning()
+    conditioning = replace(region, image_inputs={**inputs, **region.image_inputs})
+    samples = to_uint8(sample_images(sampler, prompts, settings, conditioning))
+    return samples if known is None else keep_known_pixels(samples, *known)

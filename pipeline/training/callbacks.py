@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-from pipeline.sampling import captioned_grid, sample_text_to_image
+from pipeline.sampling import (
+    SamplerSettings,
+    SamplingModel,
+    captioned_grid,
+    sample_text_to_image,
+)
 from pipeline.sampling.inpaint import sample_inpaint
 from pipeline.sampling.upsample import sample_upsample
 from pipeline.text import Tokenizer
@@ -82,48 +88,42 @@ class SampleGridCallback(pl.Callback):
         self.prompts = list(prompts)
         self.guidance_scales = [float(s) for s in guidance_scales] or [1.0]
         self.every_n_steps = int(every_n_steps)
-        self.steps = steps
-        self.seed = seed
+        self.settings = SamplerSettings(steps=steps, seed=seed)
         self.log_image = log_image  # callable(PIL image, artifact_file) or None
         self.edit_sources = list(edit_sources or [])  # uint8 HWC images, for inpainting models
         # super-resolution models: held-out {"base", "hires", "caption"}; their captions prompt
         self.upsample_sources = list(upsample_sources or [])
         if self.upsample_sources:
             self.prompts = [str(source["caption"]) for source in self.upsample_sources]
-        self.temperature = float(temperature)
+        self.upsample_settings = replace(self.settings, temperature=float(temperature))
         self.aug_level = int(aug_level)
         self.last_grid = None
         self._done_step = -1
 
     def make_grid(self, module: Any) -> Any:
-        model = module.ema_model()
-        if model.super_res:
-            return self.make_upsample_grid(module, model)
-        if model.inpaint:
-            return self.make_edit_grid(module, model)
+        sampler = SamplingModel.of_network(
+            module.ema_model(), self.tokenizer, module.diffusion_settings
+        )
+        settings = replace(self.settings, device=module.device)
+        if sampler.model.super_res:
+            return self.make_upsample_grid(
+                sampler, replace(self.upsample_settings, device=module.device)
+            )
+        if sampler.model.inpaint:
+            return self.make_edit_grid(sampler, settings)
         images, captions = [], []
         for scale in self.guidance_scales:
-            out = sample_text_to_image(
-                model,
-                self.tokenizer,
-                self.prompts,
-                guidance_scale=scale,
-                steps=self.steps,
-                diffusion_steps=module.diffusion_settings["diffusion_steps"],
-                noise_schedule=module.diffusion_settings["noise_schedule"],
-                seed=self.seed,
-                device=module.device,
-            )
+            out = sample_text_to_image(sampler, self.prompts, settings, guidance_scale=scale)
             images.extend(out.numpy())
             captions.extend(f"[s={scale:g}] {p}" for p in self.prompts)
         return captioned_grid(images, captions, columns=len(self.prompts))
 
-    def make_edit_grid(self, module: Any, model: Any) -> Any:
+    def make_edit_grid(self, sampler: SamplingModel, settings: SamplerSettings) -> Any:
         """Inpainting models: each prompt edits a held-out image whose centre is erased; the
         grid shows the masked source above each edit."""
         if not self.edit_sources:
             raise ValueError("an inpainting model's sample grid needs edit_sources")
-        size = int(model.image_size)
+        size = int(sampler.model.image_size)
         keep = torch.ones(size, size, dtype=torch.bool)
         keep[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = False
         sources, edits, captions = [], [], []
@@ -131,17 +131,7 @@ class SampleGridCallback(pl.Callback):
             source = torch.as_tensor(self.edit_sources[index % len(self.edit_sources)])
             for scale in self.guidance_scales:
                 edited = sample_inpaint(
-                    model,
-                    self.tokenizer,
-                    [prompt],
-                    source,
-                    keep,
-                    guidance_scale=scale,
-                    steps=self.steps,
-                    diffusion_steps=module.diffusion_settings["diffusion_steps"],
-                    noise_schedule=module.diffusion_settings["noise_schedule"],
-                    seed=self.seed,
-                    device=module.device,
+                    sampler, [prompt], source, keep, settings, guidance_scale=scale
                 )
                 sources.append((source * keep[..., None]).numpy())
                 edits.append(edited[0].numpy())
@@ -151,30 +141,18 @@ class SampleGridCallback(pl.Callback):
             sources + edits, ["(masked source)"] * columns + captions, columns=columns
         )
 
-    def make_upsample_grid(self, module: Any, model: Any) -> Any:
+    def make_upsample_grid(self, sampler: SamplingModel, settings: SamplerSettings) -> Any:
         """Super-resolution models: one row per held-out image, low-res input | upsampled |
         ground truth."""
         if not self.upsample_sources:
             raise ValueError("a super-resolution model's sample grid needs upsample_sources")
         low = torch.stack([torch.as_tensor(s["base"]) for s in self.upsample_sources])
-        upsampled = sample_upsample(
-            model,
-            self.tokenizer,
-            self.prompts,
-            low,
-            steps=self.steps,
-            temperature=self.temperature,
-            aug_level=self.aug_level,
-            diffusion_steps=module.diffusion_settings["diffusion_steps"],
-            noise_schedule=module.diffusion_settings["noise_schedule"],
-            seed=self.seed,
-            device=module.device,
-        )
+        upsampled = sample_upsample(sampler, self.prompts, low, settings, aug_level=self.aug_level)
         images, captions = [], []
         for source, output in zip(self.upsample_sources, upsampled.numpy(), strict=True):
             images += [source["base"], output, source["hires"]]
             captions += ["(low-res input)", str(source["caption"]), "(ground truth)"]
-        cell = min(256, max(128, int(model.image_size)))
+        cell = min(256, max(128, int(sampler.model.image_size)))
         return captioned_grid(images, captions, columns=3, cell=cell)
 
     def sample_now(self, module: Any, is_global_zero: bool) -> None:

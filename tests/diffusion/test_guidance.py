@@ -2,10 +2,12 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.diffusion import (
-    ancestral_sample_loop,
+    SamplerSettings,
+    StepHooks,
     classifier_free_guidance_model,
     clip_cond_fn,
     create_diffusion,
+    sample_loop,
 )
 
 from .fakes import RecordingModel, ToyModel
@@ -50,13 +52,8 @@ def test_cfg_runs_one_forward_pass_per_step_on_duplicated_x():
     recorder = RecordingModel()
     guided = classifier_free_guidance_model(recorder, 3.0)
     cond = torch.tensor([0.5, -0.5])
-    sample = ancestral_sample_loop(
-        guided,
-        diffusion,
-        (2, 3, 4, 4),
-        generator=torch.Generator().manual_seed(0),
-        model_kwargs={"cond": cond},
-    )
+    hooks = StepHooks(model_kwargs={"cond": cond})
+    sample = sample_loop(guided, diffusion, (2, 3, 4, 4), SamplerSettings(steps="10"), hooks)
     assert len(recorder.calls) == diffusion.num_timesteps
     for x_in, _, kwargs in recorder.calls:
         assert torch.equal(x_in[0], x_in[1])

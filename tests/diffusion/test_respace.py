@@ -4,11 +4,12 @@ import torch
 
 from pipeline.diffusion import (
     GaussianDiffusion,
+    SamplerSettings,
     SpacedDiffusion,
-    ancestral_sample_loop,
+    StepHooks,
     create_diffusion,
-    ddim_sample_loop,
     get_named_beta_schedule,
+    sample_loop,
     space_timesteps,
 )
 
@@ -78,14 +79,13 @@ def test_model_and_cond_fn_receive_original_timesteps_after_respacing():
         cond_ts.append(int(t[0]))
         return torch.zeros_like(x)
 
-    ancestral_sample_loop(
-        model, diffusion, (2, 3, 4, 4), generator=torch.Generator().manual_seed(0), cond_fn=cond_fn
-    )
+    settings = SamplerSettings(steps="fast27")
+    sample_loop(model, diffusion, (2, 3, 4, 4), settings, StepHooks(cond_fn=cond_fn))
     assert model.timesteps == FAST27[::-1]
     assert cond_ts == FAST27[::-1]
 
     model = RecordingModel()
-    ddim_sample_loop(model, diffusion, (1, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+    sample_loop(model, diffusion, (1, 3, 4, 4), SamplerSettings(steps="ddim27"))
     assert model.timesteps == FAST27[::-1]
 
     model = RecordingModel()

@@ -11,6 +11,7 @@ from pipeline.evaluation.reference_stats import reference_features_of_images
 from pipeline.evaluation.stage import flat_metrics
 from pipeline.models.clip_file import load_noised_clip
 from pipeline.models.eval_clip import load_eval_clip
+from pipeline.sampling import SamplerSettings
 from pipeline.sampling.loading import load_sampling_model
 from pipeline.sampling.text_to_image import sample_text_to_image
 from pipeline.text import get_tokenizer
@@ -190,15 +191,7 @@ def test_the_base_model_is_scored_on_its_own_unguided_samples(parts, tmp_path):
     base_row = module.results["sweeps"][0]
     assert base_row["num_fake"] == 8 and base_row["readout_scored"] == 4
     assert "base_1/fid" in flat_metrics(module.results)
-    expected = sample_text_to_image(
-        base.model,
-        base.tokenizer,
-        CAPTIONS[:4],
-        guidance_scale=1.0,
-        steps=SETTINGS["sample_steps"],
-        diffusion_steps=base.diffusion_steps,
-        noise_schedule=base.noise_schedule,
-        seed=SETTINGS["seed"],
-    )
+    settings = SamplerSettings(steps=SETTINGS["sample_steps"], seed=SETTINGS["seed"])
+    expected = sample_text_to_image(base, CAPTIONS[:4], settings, guidance_scale=1.0)
     np.testing.assert_array_equal(module.grids["base_1"], expected[:2].numpy())
     assert not np.array_equal(module.grids["base_1"], module.grids["cfg_1"])

@@ -50,13 +50,13 @@ def test_crops_cover_the_generated_box():
 def test_compare_inpainting_runs_the_model_and_the_baseline(tmp_path):
     from pipeline.evaluation import compare_inpainting, evaluation_masks
     from pipeline.models import widen_for_inpainting
+    from pipeline.sampling import SamplerSettings, SamplingModel
     from pipeline.sampling.loading import load_sampling_model
     from pipeline.text import get_tokenizer
     from tests.sampling.conftest import write_model_file
 
     tokenizer = get_tokenizer("clip")
     loaded = load_sampling_model(write_model_file(tmp_path / "m.pt", tokenizer))
-    diffusion = {"diffusion_steps": 1000, "noise_schedule": "squaredcos_cap_v2"}
     generator = torch.Generator().manual_seed(0)
     examples = [
         {
@@ -65,11 +65,12 @@ def test_compare_inpainting_runs_the_model_and_the_baseline(tmp_path):
         }
         for caption in ("a red circle", "a blue square", "a white star")
     ]
+    widened = widen_for_inpainting(loaded.model).eval()
     models = {
-        "inpaint": (widen_for_inpainting(loaded.model).eval(), diffusion),
-        "baseline": (loaded.model, diffusion),
+        "inpaint": SamplingModel.of_network(widened, tokenizer, loaded.diffusion_settings),
+        "baseline": loaded,
     }
-    results = compare_inpainting(models, tokenizer, examples, steps="ddim3")
+    results = compare_inpainting(models, examples, SamplerSettings(steps="ddim3"))
     keep = evaluation_masks(3, 16)
     assert torch.equal(keep, evaluation_masks(3, 16))  # the same masks for every model
     truth = torch.stack([ex["base"] for ex in examples])

@@ -12,6 +12,7 @@ from pipeline.evaluation.upsampling import (
     evaluate_upsampling,
     psnr,
 )
+from pipeline.sampling import SamplerSettings
 from pipeline.sampling.loading import load_sampling_model
 from pipeline.text import get_tokenizer
 from tests.sampling.test_cascade import write_upsampler_file
@@ -68,7 +69,8 @@ def test_evaluate_upsampling_returns_psnr_and_images(tmp_path):
         {"base": low, "hires": h, "caption": f"field {k}"}
         for k, (low, h) in enumerate(zip(box_downsample(high, 16), high, strict=True))
     ]
-    result = evaluate_upsampling(upsampler, pairs, steps="ddim3", seed=0, batch_size=2)
+    settings = SamplerSettings(steps="ddim3", temperature=0.997, batch_size=2)
+    result = evaluate_upsampling(upsampler, pairs, settings)
     assert result.upsampled.shape == result.bicubic.shape == (3, 32, 32, 3)
     assert np.array_equal(result.reference, high)
     assert result.per_image_upsampler.shape == (3,)
@@ -76,7 +78,7 @@ def test_evaluate_upsampling_returns_psnr_and_images(tmp_path):
     assert result.psnr_bicubic > result.psnr_upsampler  # an untrained model is noise
     metrics = result.metrics()
     assert metrics["num_images"] == 3 and all(math.isfinite(v) for v in metrics.values())
-    again = evaluate_upsampling(upsampler, pairs, steps="ddim3", seed=0, batch_size=2)
+    again = evaluate_upsampling(upsampler, pairs, settings)
     assert np.array_equal(again.upsampled, result.upsampled)
     with pytest.raises(ValueError, match="does not match the upsampler"):
         evaluate_upsampling(upsampler, [{**pairs[0], "hires": high[0][:16, :16]}])

@@ -2,6 +2,7 @@
 pixels, and `glide-sample --upsample` on tiny model files."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 
 from pipeline.models import create_glide_model
 from pipeline.models.model_file import model_file_payload
+from pipeline.sampling import SamplerSettings
 from pipeline.sampling.cascade import downsample_edit, sample_cascade
 from pipeline.sampling.cli import main
 from pipeline.sampling.loading import load_sampling_model
@@ -18,6 +20,7 @@ from tests.sampling.conftest import write_model_file
 from tests.training.conftest import TINY_MODEL
 
 LINEAR = {"diffusion_steps": 1000, "noise_schedule": "linear"}
+DDIM3 = SamplerSettings(steps="ddim3", temperature=0.997)
 
 
 def write_upsampler_file(path, tokenizer, size=32, **overrides):
@@ -55,20 +58,19 @@ def low_res_images(count=2, size=16):
 def test_upsampler_output_shape_and_low_res_conditioning(upsampler_file):
     up = load_sampling_model(upsampler_file, expect="upsample")
     low = low_res_images()
-    kw = dict(steps="ddim3", noise_schedule="linear", seed=0)
-    out = sample_upsample(up.model, up.tokenizer, ["a", "b"], low, **kw)
+    out = sample_upsample(up, ["a", "b"], low, DDIM3)
     assert out.shape == (2, 32, 32, 3) and out.dtype == torch.uint8
-    assert torch.equal(out, sample_upsample(up.model, up.tokenizer, ["a", "b"], low, **kw))
-    flipped = sample_upsample(up.model, up.tokenizer, ["a", "b"], low.flip(1), **kw)
+    assert torch.equal(out, sample_upsample(up, ["a", "b"], low, DDIM3))
+    flipped = sample_upsample(up, ["a", "b"], low.flip(1), DDIM3)
     assert not torch.equal(out, flipped)  # the low-res input conditions the output
-    colder = sample_upsample(up.model, up.tokenizer, ["a", "b"], low, temperature=0.5, **kw)
+    colder = sample_upsample(up, ["a", "b"], low, replace(DDIM3, temperature=0.5))
     assert not torch.equal(out, colder)  # the temperature scales the initial noise
     with pytest.raises(ValueError, match="2 low-res images for 3 captions"):
-        sample_upsample(up.model, up.tokenizer, ["a", "b", "c"], low, **kw)
+        sample_upsample(up, ["a", "b", "c"], low, DDIM3)
     with pytest.raises(ValueError, match="divides the upsampler"):
-        sample_upsample(up.model, up.tokenizer, ["a", "b"], low[:, :12, :12], **kw)
+        sample_upsample(up, ["a", "b"], low[:, :12, :12], DDIM3)
     with pytest.raises(ValueError, match="noise_cond_aug"):
-        sample_upsample(up.model, up.tokenizer, ["a", "b"], low, aug_level=100, **kw)
+        sample_upsample(up, ["a", "b"], low, DDIM3, aug_level=100)
 
 
 def test_noise_aug_upsampler_gets_its_level(tmp_path, clip_tokenizer):
@@ -79,9 +81,8 @@ def test_noise_aug_upsampler_gets_its_level(tmp_path, clip_tokenizer):
         lambda _m, _a, kw: levels_seen.append(kw["aug_level"].clone()), with_kwargs=True
     )
     low = low_res_images()
-    kw = dict(steps="ddim3", noise_schedule="linear", seed=0)
-    a = sample_upsample(up.model, up.tokenizer, ["a", "b"], low, aug_level=0, **kw)
-    b = sample_upsample(up.model, up.tokenizer, ["a", "b"], low, aug_level=300, **kw)
+    a = sample_upsample(up, ["a", "b"], low, DDIM3, aug_level=0)
+    b = sample_upsample(up, ["a", "b"], low, DDIM3, aug_level=300)
     assert {int(v) for seen in levels_seen[:3] for v in seen} == {0}
     assert {int(v) for seen in levels_seen[3:] for v in seen} == {300}
     assert not torch.equal(a, b)
@@ -96,9 +97,8 @@ def test_inpainting_cascade_keeps_the_known_high_res_pixels(
     source = low_res_images(1, 32)[0]
     keep = torch.ones(32, 32, dtype=torch.bool)
     keep[9:20, 5:23] = False
-    result = sample_cascade(
-        base, up, ["x", "y"], base_steps="ddim3", upsample_steps="ddim3", edit=(source, keep)
-    )
+    base_settings = SamplerSettings(steps="ddim3")
+    result = sample_cascade(base, up, ["x", "y"], base_settings, DDIM3, edit=(source, keep))
     assert result.base.shape == (2, 16, 16, 3) and result.upsampled.shape == (2, 32, 32, 3)
     assert torch.equal(result.upsampled[:, keep], source[keep].expand(2, -1, 3))
     assert not torch.equal(result.upsampled[:, ~keep], source[~keep].expand(2, -1, 3))

@@ -12,6 +12,7 @@ from PIL import Image
 from pipeline.diffusion import create_diffusion
 from pipeline.models.clip_file import clip_file_payload
 from pipeline.models.noised_clip import NoisedCLIP
+from pipeline.sampling import SamplerSettings
 from pipeline.sampling.cli import main
 from pipeline.sampling.clip_guided import clip_guidance_cond_fn, sample_clip_guided
 from pipeline.sampling.loading import load_sampling_model
@@ -93,20 +94,14 @@ class RecordingClip(torch.nn.Module):
 def test_clip_sees_original_timesteps_and_scale_zero_is_unguided(tiny_model_file, steps):
     loaded = load_sampling_model(tiny_model_file)
     recorder = RecordingClip(tiny_clip())
-    settings = dict(steps=steps, seed=3, diffusion_steps=1000, noise_schedule="squaredcos_cap_v2")
+    settings = SamplerSettings(steps=steps, seed=3)
     prompts = ["a red circle", "a blue square"]
-    unguided = sample_text_to_image(
-        loaded.model, loaded.tokenizer, prompts, guidance_scale=1.0, **settings
-    )
-    zero = sample_clip_guided(
-        loaded.model, loaded.tokenizer, recorder, prompts, clip_guidance_scale=0.0, **settings
-    )
+    unguided = sample_text_to_image(loaded, prompts, settings, guidance_scale=1.0)
+    zero = sample_clip_guided(loaded, recorder, prompts, settings, clip_guidance_scale=0.0)
     assert torch.equal(zero, unguided)
     kept = create_diffusion(1000, "squaredcos_cap_v2", steps).timestep_map.tolist()
     assert sorted(set(recorder.seen)) == sorted(kept) and max(kept) > len(kept)  # not 0..k-1
-    guided = sample_clip_guided(
-        loaded.model, loaded.tokenizer, recorder, prompts, clip_guidance_scale=50.0, **settings
-    )
+    guided = sample_clip_guided(loaded, recorder, prompts, settings, clip_guidance_scale=50.0)
     assert not torch.equal(guided, unguided)
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pipeline.models.execution import sample_in_precision
-from pipeline.sampling import sample_text_to_image
+from pipeline.sampling import SamplerSettings, sample_text_to_image
 from pipeline.sampling.loading import load_sampling_model
 from pipeline.text import tokenize_batch
 
@@ -50,9 +50,8 @@ def test_bf16_network_returns_float32_close_to_the_float32_network(model_file):
 def test_bf16_sampling_draws_nearly_the_float32_images(model_file):
     def draw(precision):
         loaded = load_sampling_model(model_file, precision=precision)
-        return sample_text_to_image(
-            loaded.model, loaded.tokenizer, PROMPTS, guidance_scale=3.0, steps="ddim4", seed=0
-        )
+        settings = SamplerSettings(steps="ddim4", seed=0)
+        return sample_text_to_image(loaded, PROMPTS, settings, guidance_scale=3.0)
 
     full, half = draw("32-true"), draw("bf16-mixed")
     assert half.dtype == torch.uint8 and half.shape == full.shape

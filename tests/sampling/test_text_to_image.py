@@ -1,11 +1,21 @@
 """Text-to-image sampling with classifier-free guidance on a real (tiny) GLIDE model."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from pipeline.diffusion import classifier_free_guidance_model
-from pipeline.sampling import sample_text_to_image
-from pipeline.sampling.loading import load_sampling_model
+from pipeline.models.model_file import ModelFileError
+from pipeline.sampling import (
+    Conditioning,
+    SamplerSettings,
+    SamplingModel,
+    sample_images,
+    sample_images_progressive,
+    sample_text_to_image,
+)
+from pipeline.sampling.loading import MissingDiffusionError, load_sampling_model
 from pipeline.text import empty_caption_tokens, tokenize_batch
 
 PROMPTS = ["a red circle", "a blue square"]
@@ -16,10 +26,9 @@ def loaded(tiny_model_file):
     return load_sampling_model(tiny_model_file)
 
 
-def sample(loaded, **kwargs):
-    settings = dict(guidance_scale=3.0, steps="ddim4", seed=0, device="cpu")
-    settings.update(kwargs)
-    return sample_text_to_image(loaded.model, loaded.tokenizer, PROMPTS, **settings)
+def sample(loaded, **changes):
+    settings = replace(SamplerSettings(steps="ddim4", seed=0, device="cpu"), **changes)
+    return sample_text_to_image(loaded, PROMPTS, settings, guidance_scale=3.0)
 
 
 def test_same_seed_same_images_other_seed_other_images(loaded):
@@ -64,3 +73,44 @@ def test_text_is_encoded_once_per_call(loaded, monkeypatch):
     monkeypatch.setattr(loaded.model, "encode_text", counting)
     sample(loaded, steps="ddim6")
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("steps", ["4", "ddim4"])
+def test_progressive_sampling_ends_on_the_plain_calls_images(loaded, steps):
+    settings = SamplerSettings(steps=steps, seed=2)
+    conditioning = Conditioning(guidance_scale=3.0)
+    states = list(sample_images_progressive(loaded, PROMPTS, settings, conditioning))
+    assert len(states) == 4 and states[0].shape == (2, 3, 16, 16)
+    assert not torch.equal(states[0], states[-1])  # intermediate x_t
+    assert torch.equal(states[-1], sample_images(loaded, PROMPTS, settings, conditioning))
+    with pytest.raises(ValueError, match="one batch"):
+        next(
+            sample_images_progressive(
+                loaded, PROMPTS, replace(settings, batch_size=1), conditioning
+            )
+        )
+
+
+def test_a_network_without_its_diffusion_settings_cannot_sample(loaded):
+    with pytest.raises(MissingDiffusionError, match="noise_schedule"):
+        SamplingModel.of_network(loaded.model, loaded.tokenizer, {"diffusion_steps": 1000})
+    with pytest.raises(MissingDiffusionError, match="no default"):
+        SamplingModel.of_network(loaded.model, loaded.tokenizer, None)
+    with pytest.raises(TypeError):
+        SamplingModel(loaded.model, loaded.tokenizer)  # type: ignore[call-arg]
+
+
+def test_a_model_file_without_diffusion_settings_is_refused(tiny_model_file, tmp_path):
+    payload = torch.load(tiny_model_file, weights_only=False)
+    del payload["diffusion"]
+    torch.save(payload, tmp_path / "no_diffusion.pt")
+    with pytest.raises(ModelFileError, match="diffusion settings"):
+        load_sampling_model(tmp_path / "no_diffusion.pt")
+
+
+def test_the_model_carries_its_schedule(loaded):
+    assert loaded.diffusion_settings == {
+        "diffusion_steps": 1000,
+        "noise_schedule": "squaredcos_cap_v2",
+    }
+    assert loaded.diffusion("ddim4").num_timesteps == 4

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.models import create_glide_model
 from pipeline.models.model_file import load_model
-from pipeline.sampling import load_sampling_model, sample_text_to_image
+from pipeline.sampling import SamplerSettings, load_sampling_model, sample_text_to_image
 from tests.training.conftest import DIFFUSION, train_settings
 
 
@@ -75,9 +75,8 @@ def test_compiled_sampling_draws_the_same_images(tiny_model_kwargs, tokenizer, t
     prompts = ["a red circle", "a blue square"]
 
     def draw(loaded):
-        return sample_text_to_image(
-            loaded.model, loaded.tokenizer, prompts, guidance_scale=3.0, steps="ddim4", seed=3
-        )
+        settings = SamplerSettings(steps="ddim4", seed=3)
+        return sample_text_to_image(loaded, prompts, settings, guidance_scale=3.0)
 
     images = draw(compiled)
     difference = (images.int() - draw(eager).int()).abs()

@@ -4,6 +4,7 @@ and a behaviour check: trained on constant images, it keeps a constant image con
 import lightning.pytorch as pl
 import torch
 
+from pipeline.sampling import SamplerSettings, SamplingModel
 from pipeline.sampling.upsample import sample_upsample
 from pipeline.text import tokenize_batch
 from pipeline.training.diffusion_module import GlideDiffusionModule, images_to_model_range
@@ -110,7 +111,9 @@ def test_trained_on_constants_it_keeps_a_constant_image_constant(tokenizer):
     low = colours[:, None, None, :].expand(3, 4, 4, 3).contiguous()
 
     def sampled_spread(model):
-        out = sample_upsample(model, tokenizer, ["a plain colour"] * 3, low, seed=0).float()
+        sampler = SamplingModel.of_network(model, tokenizer, module.diffusion_settings)
+        settings = SamplerSettings(steps="fast27", temperature=0.997)
+        out = sample_upsample(sampler, ["a plain colour"] * 3, low, settings).float()
         return float(out.std(dim=(1, 2)).mean())
 
     untrained = module.ema_model()
