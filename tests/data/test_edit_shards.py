@@ -1,7 +1,12 @@
-"""Edit-triple shards: written on Ray Data, read back exactly, split by held-out combinations."""
+"""Edit-triple shards: written on Ray Data, read back exactly, split by held-out combinations;
+users' own triples checked, skipped with their reasons, and written."""
+
+import io
+import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.config.schema import SyntheticScenesConfig
 from pipeline.data.edit_shards import EDIT_MANIFEST_FORMAT, build_edit_shards
@@ -45,3 +50,63 @@ def test_triples_round_trip_exactly_with_held_out_edits_only_in_val(tmp_path):
     assert [s["sha256"] for s in again["splits"]["train"]["shards"]] == [
         s["sha256"] for s in manifest["splits"]["train"]["shards"]
     ]
+
+
+def _png(colour, size=(80, 64)):
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+OWN = {  # key -> (source, edited, instruction); None: the member is absent
+    "good/a": (_png("red"), _png("blue"), b"make it blue"),
+    "good/b": (_png("green"), _png("yellow"), b"make it yellow"),
+    "no_edit": (_png("red"), None, b"make it blue"),
+    "no_text": (_png("red"), _png("blue"), None),
+    "empty_text": (_png("red"), _png("blue"), b"  "),
+    "sizes": (_png("red"), _png("blue", (64, 64)), b"make it blue"),
+    "broken": (b"not a png", _png("blue"), b"make it blue"),
+}
+REASONS = {
+    "missing edited image": 1, "missing caption": 1, "empty caption": 1,
+    "source and edited sizes differ": 1, "corrupt image": 1,
+}  # fmt: skip
+
+
+def _members(key, triple):
+    names = (f"{key}.source.png", f"{key}.edited.PNG", f"{key}.txt")
+    return [(name, data) for name, data in zip(names, triple, strict=True) if data is not None]
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize("source", ["folder", "webdataset"])
+def test_own_triples_are_checked_skipped_with_reasons_and_written(tmp_path, source):
+    members = [m for key, triple in OWN.items() for m in _members(key, triple)]
+    if source == "folder":
+        for name, data in members + [("notes.md", b"not an input")]:
+            (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "in" / name).write_bytes(data)
+    else:
+        (tmp_path / "in").mkdir()
+        with tarfile.open(tmp_path / "in" / "part.tar", "w") as tar:
+            for name, data in members + [("../escape.source.png", _png("red"))]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    common = dict(seed=0, val_fraction=0.0, resolution=32, samples_per_shard=8, source=source)
+    with pytest.raises(ValueError, match="more than max_skipped_fraction"):
+        build_edit_shards(tmp_path / "out", input_path=str(tmp_path / "in"), **common)
+    manifest = build_edit_shards(
+        tmp_path / "out", input_path=str(tmp_path / "in"), max_skipped_fraction=1.0, **common
+    )
+    expected = dict(REASONS, **({"unsafe member path": 1} if source == "webdataset" else {}))
+    assert manifest["skip_reasons"] == expected
+    assert manifest["counts"] == {"train": 2, "val": 0}
+    (shard,) = split_shards(manifest, "train")
+    samples = list(
+        iter_shard_samples(tmp_path / "out" / shard["path"], images=("source", "edited"))
+    )
+    got = {s["caption"]: (s["source"][0, 0].tolist(), s["edited"][0, 0].tolist()) for s in samples}
+    assert got == {"make it blue": ([255, 0, 0], [0, 0, 255]),
+                   "make it yellow": ([0, 128, 0], [255, 255, 0])}  # fmt: skip
+    assert all(s["source"].shape == (32, 32, 3) for s in samples)
