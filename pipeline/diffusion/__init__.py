@@ -7,6 +7,7 @@ Pure PyTorch + numpy. The model is any callable
 
 from .gaussian_diffusion import GaussianDiffusion, gaussian_noise, sample_timesteps_uniform
 from .guidance import classifier_free_guidance_model, clip_cond_fn, combine_guided_output
+from .instruct_guidance import combine_instruct_output, instruct_guidance_model
 from .losses import (
     approx_standard_normal_cdf,
     discretized_gaussian_log_likelihood,
@@ -40,6 +41,7 @@ __all__ = [
     "classifier_free_guidance_model",
     "clip_cond_fn",
     "combine_guided_output",
+    "combine_instruct_output",
     "condition_mean",
     "condition_score",
     "cosine_alpha_bar",
@@ -50,6 +52,7 @@ __all__ = [
     "final_step",
     "gaussian_noise",
     "get_named_beta_schedule",
+    "instruct_guidance_model",
     "mean_flat",
     "normal_kl",
     "sample_loop",

@@ -18,6 +18,9 @@ guidance, as GLIDE does; the images written are the upsampled ones, the base sam
 upsampler's resolution: the base model edits their downsampled versions and the upsampler keeps
 the known high-res region.
 
+Instruction editing: ``--edit IN.png --instruction "make the circle blue"`` edits without a mask
+with models/instruct.pt (:mod:`pipeline.sampling.cli_instruct`).
+
 CLIP guidance: ``--clip-guidance SCALE`` steers the CFG-fine-tuned base model (models/cfg.pt),
 sampled without classifier-free guidance as in GLIDE's comparison, with the gradient of the noised
 CLIP's similarity (``--clip-model``, default models/noised_clip.pt) at every step.
@@ -29,27 +32,29 @@ editing (``--image``/``--mask``) add their step without changing the others.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from pipeline.diffusion import SamplerSettings, create_diffusion
-from pipeline.io import OutputWriteError, atomic_output_path, atomic_write_text
+from pipeline.io import OutputWriteError
 from pipeline.models.clip_file import load_noised_clip
 from pipeline.models.execution import SAMPLING_PRECISIONS
 from pipeline.models.model_file import ModelFileError
 from pipeline.sampling.cascade import sample_cascade
+from pipeline.sampling.cli_instruct import (
+    add_instruct_arguments,
+    check_instruct_args,
+    generate_instruct_edits,
+)
+from pipeline.sampling.cli_outputs import write_outputs
 from pipeline.sampling.clip_guided import check_clip_for_model, sample_clip_guided
-from pipeline.sampling.grid import captioned_grid
 from pipeline.sampling.inpaint import check_edit_inputs, sample_inpaint
 from pipeline.sampling.loading import SamplingModel, load_sampling_model
 from pipeline.sampling.text_to_image import sample_text_to_image
@@ -160,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument(
         "--clip-model", default="models/noised_clip.pt", help="default models/noised_clip.pt"
     )
+    add_instruct_arguments(parser, finite_float)
     parser.add_argument("--device", default="", help="cpu, cuda, cuda:1 (default: cuda if any)")
     parser.add_argument(
         "--compile",
@@ -181,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Fill mode-dependent defaults; raise UsageError for values the command cannot use."""
+    check_instruct_args(args, UsageError)
     if not args.prompt:
         raise UsageError("no prompt given: pass at least one --prompt")
     editing = bool(args.image or args.mask)
@@ -237,6 +244,10 @@ def read_edit_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tens
 def generate(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tensor, dict]:
     """Text-to-image or editing: uint8 images [P * batch, H, W, 3], prompt-major, and the
     model's info."""
+    if args.edit:
+        image = read_image(args.edit, "image", "RGB")
+        settings = sampler_settings(args, device)
+        return generate_instruct_edits(args, device, settings, image, UsageError)
     editing = bool(args.image)
     edit_inputs = read_edit_inputs(args) if editing else None
     loaded = load_sampling_model(
@@ -359,69 +370,6 @@ def _sample_clip_guided(
     )
 
 
-def write_outputs(
-    images: torch.Tensor, args: argparse.Namespace, info: dict[str, Any]
-) -> list[Path]:
-    """Each image as PNG, the captioned grid and samples.json, all written atomically."""
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot write the output folder {out}: {err.strerror or err}") from err
-    files, captions, records = [], [], []
-    base_images = info.get("base_images")
-    for index, image in enumerate(images.numpy()):
-        prompt_index, image_index = divmod(index, args.batch)
-        path = out / f"{prompt_index:03d}_{image_index:03d}.png"
-        with atomic_output_path(path) as tmp:
-            Image.fromarray(image).save(tmp, format="PNG")
-        files.append(path)
-        captions.append(args.prompt[prompt_index])
-        records.append({"file": path.name, "prompt": args.prompt[prompt_index]})
-        if base_images is not None:
-            base_path = path.with_name(f"{path.stem}_base.png")
-            with atomic_output_path(base_path) as tmp:
-                Image.fromarray(base_images[index].numpy()).save(tmp, format="PNG")
-            records[-1]["base_file"] = base_path.name
-    grid = captioned_grid(np.asarray(images), captions, columns=max(args.batch, 1))
-    with atomic_output_path(out / "grid.png") as tmp:
-        grid.save(tmp, format="PNG")
-    summary = {
-        "model": str(args.model),
-        "model_stage": info.get("stage", ""),
-        "model_step": info.get("step"),
-        "model_mlflow_run_id": info.get("mlflow_run_id", ""),
-        "guidance": args.guidance,
-        "edit": {
-            "image": args.image,
-            "mask": args.mask,
-            "invert_mask": args.invert_mask,
-            "baseline_replace": args.baseline_replace,
-        }
-        if args.image
-        else None,
-        "steps": args.steps,
-        "precision": args.precision,
-        "upsample": {
-            "model": str(args.upsampler_model),
-            "model_step": info["upsampler"].get("step"),
-            "model_mlflow_run_id": info["upsampler"].get("mlflow_run_id", ""),
-            "steps": args.upsample_steps,
-            "temperature": args.upsample_temp,
-            "aug_level": args.upsample_aug_level,
-        }
-        if args.upsample
-        else None,
-        "clip_guidance": {"scale": args.clip_guidance, "clip_model": str(args.clip_model)}
-        if args.clip_guidance is not None
-        else None,
-        "seed": args.seed,
-        "images": records,
-    }
-    atomic_write_text(out / "samples.json", json.dumps(summary, indent=2) + "\n")
-    return [*files, out / "grid.png"]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -429,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_args(args)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         images, info = generate(args, device)
-        written = write_outputs(images, args, info)
+        written = write_outputs(images, args, info, UsageError)
     except (UsageError, ModelFileError, OutputWriteError) as err:
         parser.exit(2, f"glide-sample: error: {err}\n")
     print(f"wrote {len(written) - 1} images and {written[-1]}", file=sys.stderr)

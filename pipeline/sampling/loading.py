@@ -90,6 +90,18 @@ def tokenizer_for(
     return tokenizer
 
 
+def model_variant(model: torch.nn.Module) -> str:
+    """``text2im``, ``inpaint``, ``upsample``, ``upsample-inpaint`` or ``instruct``."""
+    if model.config.get("instruct"):
+        return "instruct"
+    return {
+        (False, False): "text2im",
+        (True, False): "inpaint",
+        (False, True): "upsample",
+        (True, True): "upsample-inpaint",
+    }[(bool(model.inpaint), bool(model.super_res))]
+
+
 def load_sampling_model(
     path: str | os.PathLike[str],
     *,
@@ -102,20 +114,19 @@ def load_sampling_model(
     precision: str = "32-true",
 ) -> SamplingModel:
     """Load ``path`` for sampling. ``expect`` names the variant the caller needs: ``text2im``
-    (base), ``inpaint`` or ``upsample``; a file of another variant is a ModelFileError.
+    (base), ``inpaint``, ``upsample`` or ``instruct``; a file of another variant is a
+    ModelFileError.
     ``compile``: torch.compile the network for sampling (CUDA graphs on a GPU; see
     :func:`pipeline.models.execution.compile_for_sampling`); the first call of each batch shape
     pays the compilation. ``precision`` "bf16-mixed" or "16-mixed": the network runs under
     autocast (tensor cores on a GPU), the sampler's maths in float32."""
     model, info = load_model(path, device=device)
-    variant = {
-        (False, False): "text2im",
-        (True, False): "inpaint",
-        (False, True): "upsample",
-        (True, True): "upsample-inpaint",
-    }[(bool(model.inpaint), bool(model.super_res))]
+    variant = model_variant(model)
     if variant != expect:
-        raise ModelFileError(f"{path} holds a {variant} model; this needs a {expect} model")
+        a_variant, an_expect = (
+            f"{'an' if w[0] in 'aeiou' else 'a'} {w}" for w in (variant, expect)
+        )
+        raise ModelFileError(f"{path} holds {a_variant} model; this needs {an_expect} model")
     tokenizer = tokenizer_for(
         str(info["tokenizer"]),
         gpt2_encoder_json=gpt2_encoder_json,

@@ -19,6 +19,7 @@ from pipeline.diffusion import (
     StepHooks,
     classifier_free_guidance_model,
     final_step,
+    instruct_guidance_model,
     sample_loop_progressive,
 )
 from pipeline.sampling.loading import SamplingModel
@@ -39,17 +40,25 @@ class Conditioning:
     denoised_fn: post-processes every x0 prediction (e.g. pastes an edit's known region).
     cond_fn_for: the sampler's gradient hook for a batch of prompts (CLIP guidance); needs
         guidance_scale 1.
+    image_guidance_scale: set for instruction editing (InstructPix2Pix): the batch is tripled,
+        [(image, text); (image, empty); (zeros, empty)], and ``guidance_scale`` is the text scale.
     """
 
     guidance_scale: float = 1.0
     image_inputs: Mapping[str, Tensor] = field(default_factory=dict)
     denoised_fn: Callable[[Tensor], Tensor] | None = None
     cond_fn_for: CondFnFor | None = None
+    image_guidance_scale: float | None = None
 
     @property
     def guided(self) -> bool:
-        """Whether the batch carries the unconditional half (classifier-free guidance)."""
-        return float(self.guidance_scale) != 1.0
+        """Whether the batch carries unconditional copies (classifier-free guidance)."""
+        return float(self.guidance_scale) != 1.0 or self.image_guidance_scale is not None
+
+    @property
+    def copies(self) -> int:
+        """How many copies of each prompt's x_t the network sees per step."""
+        return 3 if self.image_guidance_scale is not None else 2 if self.guided else 1
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -88,15 +97,17 @@ def _batch_hooks(
     count = len(rows)
     text_ctx = int(sampler.model.text_ctx)
     tokens, mask = tokenize_batch(sampler.tokenizer, chunk, text_ctx)
-    if conditioning.guided:
-        empty_tokens, empty_mask = empty_caption_tokens(text_ctx, count)
+    copies = conditioning.copies
+    if copies > 1:
+        empty_tokens, empty_mask = empty_caption_tokens(text_ctx, count * (copies - 1))
         tokens, mask = torch.cat([tokens, empty_tokens]), torch.cat([mask, empty_mask])
     model_kwargs: dict[str, Any] = {
         "text_outputs": sampler.model.encode_text(tokens.to(device), mask.to(device))
     }
     for name, value in conditioning.image_inputs.items():
         batch = _batch_input(name, value, rows.start, count, len(prompts)).to(device)
-        model_kwargs[name] = torch.cat([batch] * 2) if conditioning.guided else batch
+        dropped = [torch.zeros_like(batch)] if copies == 3 else []  # no image in the last third
+        model_kwargs[name] = torch.cat([batch] * (copies - len(dropped)) + dropped)
     cond_fn_for = conditioning.cond_fn_for
     return StepHooks(
         model_kwargs=model_kwargs,
@@ -118,15 +129,20 @@ def _batch_steps(
     generator runs on across batches."""
     device = torch.device(settings.device)
     hooks = _batch_hooks(sampler, prompts, rows, conditioning, device)
-    model = sampler.model
-    guided = conditioning.guided
-    network = (
-        classifier_free_guidance_model(model, conditioning.guidance_scale) if guided else model
-    )
-    size = int(model.image_size)
-    shape = (len(rows) * (2 if guided else 1), 3, size, size)
+    network = _guided_network(sampler.model, conditioning)
+    size = int(sampler.model.image_size)
+    shape = (len(rows) * conditioning.copies, 3, size, size)
     diffusion = sampler.diffusion(settings.steps)
     return sample_loop_progressive(network, diffusion, shape, settings, hooks, generator=generator)
+
+
+def _guided_network(model: torch.nn.Module, conditioning: Conditioning) -> Callable[..., Tensor]:
+    if conditioning.image_guidance_scale is not None:
+        scales = (conditioning.image_guidance_scale, conditioning.guidance_scale)
+        return instruct_guidance_model(model, *scales)
+    if conditioning.guided:
+        return classifier_free_guidance_model(model, conditioning.guidance_scale)
+    return model
 
 
 def _resolved(sampler: SamplingModel, settings: SamplerSettings) -> SamplerSettings:

@@ -145,7 +145,7 @@ def test_cli_cascade_errors(tiny_model_file, upsampler_file, tmp_path, capsys):
 
     base = ["--prompt", "x", "--out", str(tmp_path / "o"), "--upsample"]
     expect([*base, "--model", str(tiny_model_file), "--upsampler-model", str(tiny_model_file)],
-           "holds a text2im model; this needs a upsample model")  # fmt: skip
+           "holds a text2im model; this needs an upsample model")  # fmt: skip
     expect([*base, "--upsample-temp", "0"], "--upsample-temp must be > 0")
     expect([*base, "--upsample-steps", "ddimx"], "--upsample-steps")
     image, mask = tmp_path / "in.png", tmp_path / "mask.png"

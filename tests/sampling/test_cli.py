@@ -63,7 +63,7 @@ def test_incompatible_model_files(tmp_path, capsys, clip_tokenizer):
     expect_error(
         capsys,
         ["--model", str(inpaint), "--prompt", "x", "--out", str(tmp_path / "o")],
-        "holds a inpaint model",
+        "holds an inpaint model",
     )
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     expect_error(
@@ -172,3 +172,47 @@ def test_readme_names_the_files_it_writes(tiny_model_file, tmp_path):
     assert written == ["000_000.png", "000_001.png"]
     assert all(f"`{name}`" in readme for name in written)
     assert "<prompt>_<image>" not in readme
+
+
+@pytest.fixture(scope="module")
+def tiny_instruct_file(tmp_path_factory, clip_tokenizer):
+    return write_model_file(
+        tmp_path_factory.mktemp("instruct") / "instruct.pt", clip_tokenizer, instruct=True
+    )
+
+
+def test_instruction_edit_writes_edits_and_an_input_edits_grid(tiny_instruct_file, tmp_path):
+    image, _ = write_edit_inputs(tmp_path)
+    edit = ["--edit", str(tmp_path / "in.png"), "--batch", "2"]
+    texts = ["--instruction", "make the circle blue", "--instruction", "remove the star"]
+    assert sample_cli(tiny_instruct_file, tmp_path / "out", *edit, *texts) == 0
+    names = sorted(p.name for p in (tmp_path / "out").glob("0*.png"))
+    assert names == ["000_000.png", "000_001.png", "001_000.png", "001_001.png"]
+    grid = np.asarray(Image.open(tmp_path / "out/grid.png"))
+    assert grid.shape[1] >= 3 * 16  # input | two edits per row
+    summary = json.loads((tmp_path / "out/samples.json").read_text())
+    assert summary["guidance"] == 7.5
+    assert summary["instruct_edit"] == {"image": str(tmp_path / "in.png"), "image_guidance": 1.5}
+    assert [r["prompt"] for r in summary["images"]][::2] == [
+        "make the circle blue",
+        "remove the star",
+    ]
+
+
+def test_instruction_edit_errors(tiny_instruct_file, tiny_model_file, tmp_path, capsys):
+    write_edit_inputs(tmp_path)
+    out = ["--out", str(tmp_path / "o")]
+    edit = ["--edit", str(tmp_path / "in.png")]
+    instruct = ["--model", str(tiny_instruct_file), *out]
+    expect_error(capsys, [*instruct, *edit], "needs a non-empty --instruction")
+    expect_error(
+        capsys, [*instruct, *edit, "--instruction", " "], "needs a non-empty --instruction"
+    )
+    expect_error(capsys, [*instruct, "--edit", str(tmp_path / "nope.png"), "--instruction", "x"],
+                 "cannot read image")  # fmt: skip
+    text2im = ["--model", str(tiny_model_file), *out, *edit, "--instruction", "x"]
+    expect_error(capsys, text2im, "holds a text2im model; this needs an instruct model")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "small.png")
+    small = [*instruct, "--edit", str(tmp_path / "small.png"), "--instruction", "x"]
+    expect_error(capsys, small, "the model works at 16x16")
+    expect_error(capsys, [*instruct, "--instruction", "x", "--prompt", "y"], "need --edit")

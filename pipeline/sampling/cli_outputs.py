@@ -1,0 +1,91 @@
+"""What ``glide-sample`` writes: each image as PNG, the captioned grid and samples.json (the
+prompts, files, settings and the model's MLflow run), all atomically."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.io import atomic_output_path, atomic_write_text
+from pipeline.sampling.cli_instruct import grid_rows
+from pipeline.sampling.grid import captioned_grid
+
+
+def write_outputs(
+    images: torch.Tensor,
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    usage_error: type[Exception] = OSError,
+) -> list[Path]:
+    """Each image as PNG, the captioned grid and samples.json, all written atomically."""
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise usage_error(f"cannot write the output folder {out}: {err.strerror or err}") from err
+    files, captions, records = [], [], []
+    base_images = info.get("base_images")
+    for index, image in enumerate(images.numpy()):
+        prompt_index, image_index = divmod(index, args.batch)
+        path = out / f"{prompt_index:03d}_{image_index:03d}.png"
+        with atomic_output_path(path) as tmp:
+            Image.fromarray(image).save(tmp, format="PNG")
+        files.append(path)
+        captions.append(args.prompt[prompt_index])
+        records.append({"file": path.name, "prompt": args.prompt[prompt_index]})
+        if base_images is not None:
+            base_path = path.with_name(f"{path.stem}_base.png")
+            with atomic_output_path(base_path) as tmp:
+                Image.fromarray(base_images[index].numpy()).save(tmp, format="PNG")
+            records[-1]["base_file"] = base_path.name
+    grid_images, columns = np.asarray(images), max(args.batch, 1)
+    if info.get("source_image") is not None:  # instruction edits: rows of (input | edits)
+        grid_images, captions, columns = grid_rows(
+            grid_images, captions, info["source_image"].numpy(), args.batch
+        )
+    grid = captioned_grid(grid_images, captions, columns=columns)
+    with atomic_output_path(out / "grid.png") as tmp:
+        grid.save(tmp, format="PNG")
+    summary = {
+        "model": str(args.model),
+        "model_stage": info.get("stage", ""),
+        "model_step": info.get("step"),
+        "model_mlflow_run_id": info.get("mlflow_run_id", ""),
+        "guidance": args.guidance,
+        "edit": {
+            "image": args.image,
+            "mask": args.mask,
+            "invert_mask": args.invert_mask,
+            "baseline_replace": args.baseline_replace,
+        }
+        if args.image
+        else None,
+        "steps": args.steps,
+        "precision": args.precision,
+        "upsample": {
+            "model": str(args.upsampler_model),
+            "model_step": info["upsampler"].get("step"),
+            "model_mlflow_run_id": info["upsampler"].get("mlflow_run_id", ""),
+            "steps": args.upsample_steps,
+            "temperature": args.upsample_temp,
+            "aug_level": args.upsample_aug_level,
+        }
+        if args.upsample
+        else None,
+        "clip_guidance": {"scale": args.clip_guidance, "clip_model": str(args.clip_model)}
+        if args.clip_guidance is not None
+        else None,
+        "instruct_edit": {"image": args.edit, "image_guidance": args.image_guidance}
+        if args.edit
+        else None,
+        "seed": args.seed,
+        "images": records,
+    }
+    atomic_write_text(out / "samples.json", json.dumps(summary, indent=2) + "\n")
+    return [*files, out / "grid.png"]
