@@ -1,0 +1,61 @@
+"""The edit sweep's read-out, intervals and paired differences, and a sweep with a real model."""
+
+import numpy as np
+import pytest
+
+from pipeline.config.schema import SyntheticScenesConfig
+from pipeline.data.scene_edits import sample_edit_triple
+from pipeline.data.synthetic_scenes import render_scene
+from pipeline.evaluation.edit_sweep import edit_sweep, paired_difference, read_edits, sweep_rows
+from pipeline.models import widen_for_instruct
+from pipeline.sampling import SamplerSettings, SamplingModel
+from pipeline.sampling.loading import load_sampling_model
+from pipeline.text import get_tokenizer
+from tests.sampling.conftest import write_model_file
+
+
+def triples(resolution, count=12):
+    drawn = [sample_edit_triple(i, 4, SyntheticScenesConfig(), held_out=True) for i in range(count)]
+    return [
+        {"source": np.asarray(render_scene(before, resolution)), "caption": text,
+         "target": np.asarray(render_scene(after, resolution)),
+         "meta": {"edit": edit, "source_scene": before}}
+        for before, after, text, edit in filter(None, drawn)
+    ]  # fmt: skip
+
+
+def test_targets_read_as_successes_and_the_intervals_say_how_sure():
+    held = triples(64)
+    exact = read_edits(np.stack([t["target"] for t in held]), held)
+    unedited = read_edits(np.stack([t["source"] for t in held]), held)
+    assert exact["success"].all() and not exact["preservation_error"].any()
+    assert not unedited["success"].any() and not unedited["preservation_error"].any()
+    rows = sweep_rows({(1.5, 7.5): exact, (3.0, 7.5): unedited}, 0.95, 200, 0)
+    assert [r["edit_success"] for r in rows] == [1.0, 0.0]
+    assert 0.6 < rows[0]["edit_success_low"] < 1.0 == rows[0]["edit_success_high"]  # n = 12
+    assert rows[0]["preservation_error_low"] == rows[0]["preservation_error_high"] == 0.0
+    point, low, high = paired_difference(exact["success"], unedited["success"], 0.95, 200, 0)
+    assert (point, low, high) == (1.0, 1.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def instruct_model(tmp_path_factory):
+    tokenizer = get_tokenizer("clip")
+    path = write_model_file(tmp_path_factory.mktemp("instruct") / "m.pt", tokenizer)
+    text2im = load_sampling_model(path)
+    widened = widen_for_instruct(text2im.model).eval()
+    return SamplingModel.of_network(widened, text2im.tokenizer, text2im.diffusion_settings)
+
+
+def test_a_sweep_edits_every_triple_at_every_setting(instruct_model):
+    held = triples(16, count=4)
+    settings = SamplerSettings(steps="ddim2")
+    scales = [(1.0, 1.0), (1.5, 7.5)]
+    swept = edit_sweep(instruct_model, held, settings, scales)
+    assert list(swept) == scales
+    for values in swept.values():
+        assert values["success"].shape == values["preservation_error"].shape == (len(held),)
+    again = edit_sweep(instruct_model, held, settings, scales[:1])
+    assert np.array_equal(
+        again[(1.0, 1.0)]["preservation_error"], swept[(1.0, 1.0)]["preservation_error"]
+    )
