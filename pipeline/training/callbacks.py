@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -55,6 +56,17 @@ class StepProgressLog(pl.Callback):
         )
 
 
+@dataclass(frozen=True)
+class UpsampleGrid:
+    """A super-resolution model's sample grid: held-out ``{"base", "hires", "caption"}``
+    (their captions prompt), upsampled at ``temperature`` (the initial noise's scale) and
+    low-res augmentation level ``aug_level`` (models with noise conditioning augmentation)."""
+
+    sources: list[dict[str, Any]]
+    temperature: float
+    aug_level: int
+
+
 class SampleGridCallback(pl.Callback):
     """Every ``every_n_steps`` (and at the end), sample fixed prompts with the EMA weights at each
     guidance scale and log the captioned grid to MLflow (``samples/step_XXXXXXX.png``). Rank 0
@@ -74,9 +86,7 @@ class SampleGridCallback(pl.Callback):
         seed: int,
         log_image: Any = None,
         edit_sources: list[Any] | None = None,
-        upsample_sources: list[dict[str, Any]] | None = None,
-        temperature: float = 1.0,
-        aug_level: int = 0,
+        upsample: UpsampleGrid | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
@@ -86,12 +96,9 @@ class SampleGridCallback(pl.Callback):
         self.seed = seed
         self.log_image = log_image  # callable(PIL image, artifact_file) or None
         self.edit_sources = list(edit_sources or [])  # uint8 HWC images, for inpainting models
-        # super-resolution models: held-out {"base", "hires", "caption"}; their captions prompt
-        self.upsample_sources = list(upsample_sources or [])
-        if self.upsample_sources:
-            self.prompts = [str(source["caption"]) for source in self.upsample_sources]
-        self.temperature = float(temperature)
-        self.aug_level = int(aug_level)
+        self.upsample = upsample  # super-resolution models: its sources' captions prompt
+        if upsample is not None:
+            self.prompts = [str(source["caption"]) for source in upsample.sources]
         self.last_grid = None
         self._done_step = -1
 
@@ -154,24 +161,25 @@ class SampleGridCallback(pl.Callback):
     def make_upsample_grid(self, module: Any, model: Any) -> Any:
         """Super-resolution models: one row per held-out image, low-res input | upsampled |
         ground truth."""
-        if not self.upsample_sources:
-            raise ValueError("a super-resolution model's sample grid needs upsample_sources")
-        low = torch.stack([torch.as_tensor(s["base"]) for s in self.upsample_sources])
+        if self.upsample is None or not self.upsample.sources:
+            raise ValueError("a super-resolution model's sample grid needs upsample sources")
+        sources = self.upsample.sources
+        low = torch.stack([torch.as_tensor(s["base"]) for s in sources])
         upsampled = sample_upsample(
             model,
             self.tokenizer,
             self.prompts,
             low,
             steps=self.steps,
-            temperature=self.temperature,
-            aug_level=self.aug_level,
+            temperature=self.upsample.temperature,
+            aug_level=self.upsample.aug_level,
             diffusion_steps=module.diffusion_settings["diffusion_steps"],
             noise_schedule=module.diffusion_settings["noise_schedule"],
             seed=self.seed,
             device=module.device,
         )
         images, captions = [], []
-        for source, output in zip(self.upsample_sources, upsampled.numpy(), strict=True):
+        for source, output in zip(sources, upsampled.numpy(), strict=True):
             images += [source["base"], output, source["hires"]]
             captions += ["(low-res input)", str(source["caption"]), "(ground truth)"]
         cell = min(256, max(128, int(model.image_size)))
