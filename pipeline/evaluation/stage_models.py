@@ -66,9 +66,9 @@ def build_evaluation_module(config: dict[str, Any], device: str) -> Any:
             paths[name],
             device=device,
             expect=variant,
-            compile=bool(settings.get("compile", False)),
-            compile_backend=str(settings.get("compile_backend", "inductor")),
-            precision=str(settings.get("precision", "32-true")),
+            compile=bool(settings["compile"]),
+            compile_backend=str(settings["compile_backend"]),
+            precision=str(settings["precision"]),
         )
         for name, variant in expected.items()
         if name in paths

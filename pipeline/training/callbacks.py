@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -61,6 +61,17 @@ class StepProgressLog(pl.Callback):
         )
 
 
+@dataclass(frozen=True)
+class UpsampleGrid:
+    """A super-resolution model's sample grid: held-out ``{"base", "hires", "caption"}``
+    (their captions prompt), upsampled at ``temperature`` (the initial noise's scale) and
+    low-res augmentation level ``aug_level`` (models with noise conditioning augmentation)."""
+
+    sources: list[dict[str, Any]]
+    temperature: float
+    aug_level: int
+
+
 class SampleGridCallback(pl.Callback):
     """Every ``every_n_steps`` (and at the end), sample fixed prompts with the EMA weights at each
     guidance scale and log the captioned grid to MLflow (``samples/step_XXXXXXX.png``). Rank 0
@@ -80,9 +91,7 @@ class SampleGridCallback(pl.Callback):
         seed: int,
         log_image: Any = None,
         edit_sources: list[Any] | None = None,
-        upsample_sources: list[dict[str, Any]] | None = None,
-        temperature: float = 1.0,
-        aug_level: int = 0,
+        upsample: UpsampleGrid | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
@@ -91,12 +100,9 @@ class SampleGridCallback(pl.Callback):
         self.settings = SamplerSettings(steps=steps, seed=seed)
         self.log_image = log_image  # callable(PIL image, artifact_file) or None
         self.edit_sources = list(edit_sources or [])  # uint8 HWC images, for inpainting models
-        # super-resolution models: held-out {"base", "hires", "caption"}; their captions prompt
-        self.upsample_sources = list(upsample_sources or [])
-        if self.upsample_sources:
-            self.prompts = [str(source["caption"]) for source in self.upsample_sources]
-        self.upsample_settings = replace(self.settings, temperature=float(temperature))
-        self.aug_level = int(aug_level)
+        self.upsample = upsample  # super-resolution models: its sources' captions prompt
+        if upsample is not None:
+            self.prompts = [str(source["caption"]) for source in upsample.sources]
         self.last_grid = None
         self._done_step = -1
 
@@ -106,9 +112,7 @@ class SampleGridCallback(pl.Callback):
         )
         settings = replace(self.settings, device=module.device)
         if sampler.model.super_res:
-            return self.make_upsample_grid(
-                sampler, replace(self.upsample_settings, device=module.device)
-            )
+            return self.make_upsample_grid(sampler, settings)
         if sampler.model.inpaint:
             return self.make_edit_grid(sampler, settings)
         images, captions = [], []
@@ -144,12 +148,16 @@ class SampleGridCallback(pl.Callback):
     def make_upsample_grid(self, sampler: SamplingModel, settings: SamplerSettings) -> Any:
         """Super-resolution models: one row per held-out image, low-res input | upsampled |
         ground truth."""
-        if not self.upsample_sources:
-            raise ValueError("a super-resolution model's sample grid needs upsample_sources")
-        low = torch.stack([torch.as_tensor(s["base"]) for s in self.upsample_sources])
-        upsampled = sample_upsample(sampler, self.prompts, low, settings, aug_level=self.aug_level)
+        if self.upsample is None or not self.upsample.sources:
+            raise ValueError("a super-resolution model's sample grid needs upsample sources")
+        sources = self.upsample.sources
+        low = torch.stack([torch.as_tensor(s["base"]) for s in sources])
+        settings = replace(settings, temperature=self.upsample.temperature)
+        upsampled = sample_upsample(
+            sampler, self.prompts, low, settings, aug_level=self.upsample.aug_level
+        )
         images, captions = [], []
-        for source, output in zip(self.upsample_sources, upsampled.numpy(), strict=True):
+        for source, output in zip(sources, upsampled.numpy(), strict=True):
             images += [source["base"], output, source["hires"]]
             captions += ["(low-res input)", str(source["caption"]), "(ground truth)"]
         cell = min(256, max(128, int(sampler.model.image_size)))

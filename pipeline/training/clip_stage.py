@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from pipeline.tracking import StageRun, stage_run
 from pipeline.training.data_feed import stream_window
 from pipeline.training.diffusion_stage import manifest_digest
 from pipeline.training.launcher import fit_on_ray, run_fingerprint
+from pipeline.training.train_job import LogImage, TrainJob
 from pipeline.training.worker_parts import WorkerParts
 
 MODEL_SECTION = "noised_clip"
@@ -41,18 +43,28 @@ STAGE = "train_noised_clip"
 EVAL_STAGE = "eval_clip"
 
 
-def clip_worker_parts(config: dict[str, Any], cfg: DictConfig, log_image: Any) -> WorkerParts:
-    """The CLIP stages' module on a Ray Train worker (see ``launcher.fit_on_ray``)."""
+@dataclass(frozen=True)
+class ClipWorkerData:
+    """The CLIP stages' own part of a :class:`TrainJob`: held-out (image, caption) pairs for
+    retrieval validation (:func:`validation_pairs`, None without enough), the prefix of the
+    run's metric names."""
+
+    val: dict[str, Any] | None
+    log_prefix: str
+
+
+def clip_worker_parts(job: TrainJob, log_image: LogImage | None) -> WorkerParts:
+    """The CLIP stages' module on a Ray Train worker (a job's ``build_parts``)."""
     from pipeline.training.clip_module import ClipModule
 
-    data = config["worker_data"]
+    data: ClipWorkerData = job.worker_data
     module = ClipModule(
-        config["model_kwargs"],
-        config["diffusion"],
-        OmegaConf.to_container(cfg[config["stage"]], resolve=True),
-        val=data.get("val"),
-        seed=int(cfg.seed),
-        log_prefix=data.get("log_prefix", ""),
+        job.model_kwargs,
+        job.diffusion,
+        OmegaConf.to_container(job.train, resolve=True),
+        val=data.val,
+        seed=int(job.cfg.seed),
+        log_prefix=data.log_prefix,
     )
     return WorkerParts(module, [], module.final_metrics)
 
@@ -96,9 +108,45 @@ def train_clip(
     log_prefix: str = "",
 ) -> dict[str, Any]:
     """Train one CLIP (section ``stage``: ``train_noised_clip`` or ``eval_clip``) on Ray Train;
-    write its model file to ``cfg[stage].output``; return its metrics."""
-    train = cfg[stage]
+    write its model file to ``cfg[stage].output``; return its metrics. ``log_prefix`` starts
+    the names of its metrics in the MLflow run."""
+    job = clip_job(cfg, stage, run, shard_dir, manifest, log_prefix)
+    return fit_on_ray(job, _clip_stream_builder(cfg, stage, shard_dir, manifest))
+
+
+def clip_job(
+    cfg: DictConfig,
+    stage: str,
+    run: StageRun | None,
+    shard_dir: Path,
+    manifest: dict[str, Any],
+    log_prefix: str,
+) -> TrainJob:
+    """The training job of one CLIP (section ``stage``) on the train shards."""
     model_cfg = cfg[MODEL_SECTION]
+    inputs = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
+    val = validation_pairs(shard_dir, manifest, int(cfg[stage].val_samples))
+    return TrainJob(
+        cfg=cfg,
+        stage=stage,
+        model_section=MODEL_SECTION,
+        model_kwargs=clip_model_kwargs(cfg),
+        diffusion={k: model_cfg[k] for k in ("diffusion_steps", "noise_schedule")},
+        fingerprint=run_fingerprint(cfg, stage, MODEL_SECTION, json.dumps(inputs)),
+        build_parts=clip_worker_parts,
+        run_id=run.run_id if run else "",
+        tracking_uri=run.tracking_uri if run else "",
+        provenance={"data_manifest_sha256": manifest_digest(shard_dir)},
+        worker_data=ClipWorkerData(val, log_prefix),
+    )
+
+
+def _clip_stream_builder(
+    cfg: DictConfig, stage: str, shard_dir: Path, manifest: dict[str, Any]
+) -> Callable[[int, int, int, int], Any]:
+    """The ``make_dataset`` of :func:`fit_on_ray`: worker ``rank``'s window of the seeded
+    multi-epoch order of the train shards, captions as CLIP tokens."""
+    train, model_cfg = cfg[stage], cfg[MODEL_SECTION]
     epoch_size = samples_per_epoch(manifest, "train")
     seed = int(cfg.seed)
 
@@ -120,25 +168,7 @@ def train_clip(
         dataset.context.execution_options.preserve_order = True
         return dataset
 
-    inputs = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
-    fingerprint = run_fingerprint(cfg, stage, MODEL_SECTION, json.dumps(inputs))
-    return fit_on_ray(
-        cfg,
-        stage=stage,
-        model_section=MODEL_SECTION,
-        make_dataset=make_dataset,
-        model_kwargs=clip_model_kwargs(cfg),
-        diffusion={k: model_cfg[k] for k in ("diffusion_steps", "noise_schedule")},
-        fingerprint=fingerprint,
-        run_id=run.run_id if run else "",
-        tracking_uri=run.tracking_uri if run else "",
-        provenance={"data_manifest_sha256": manifest_digest(shard_dir)},
-        worker_parts="pipeline.training.clip_stage:clip_worker_parts",
-        worker_data={
-            "val": validation_pairs(shard_dir, manifest, int(train.val_samples)),
-            "log_prefix": log_prefix,
-        },
-    )
+    return make_dataset
 
 
 def write_openai_reference(cfg: DictConfig) -> dict[str, Any]:

@@ -96,9 +96,9 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
         self.ema = EMA(self.model, train["ema_decay"])
         configure_for_training(
             self.model,
-            use_checkpoint=bool(train.get("use_checkpoint", False)),
-            compile=bool(train.get("compile", False)),
-            compile_backend=str(train.get("compile_backend", "inductor")),
+            use_checkpoint=bool(train["use_checkpoint"]),
+            compile=bool(train["compile"]),
+            compile_backend=str(train["compile_backend"]),
         )
         self.nonfinite = NonFiniteGuard(int(train["max_consecutive_nonfinite"]))
         self.recent: dict[str, deque[Tensor]] = {}  # the last steps' losses, kept on device
@@ -122,7 +122,7 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
         if self.model.super_res:
             kwargs["low_res"] = images_to_model_range(batch["low_res"])
             if self.model.noise_cond_aug:  # Imagen: noised low-res input, level given to the model
-                max_level = int(self.train_cfg.get("noise_aug_max_level", 0))
+                max_level = int(self.train_cfg["noise_aug_max_level"])
                 levels = random_levels(tokens.shape[0], max_level, tokens.device)
                 kwargs["low_res"] = noise_augment(self.diffusion, kwargs["low_res"], levels)
                 kwargs["aug_level"] = levels
@@ -152,8 +152,8 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
             x_start,
             t,
             model_kwargs=model_kwargs,
-            p2_gamma=float(self.train_cfg.get("p2_gamma", 0.0)),
-            p2_k=float(self.train_cfg.get("p2_k", 1.0)),
+            p2_gamma=float(self.train_cfg["p2_gamma"]),
+            p2_k=float(self.train_cfg["p2_k"]),
         )
         loss = losses["loss"].mean()
         if not self.keep_finite_step(loss):
@@ -207,7 +207,7 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.train_cfg
-        groups = text_lr_groups(self.model, float(cfg["lr"]), float(cfg.get("text_lr_scale", 1.0)))
+        groups = text_lr_groups(self.model, float(cfg["lr"]), float(cfg["text_lr_scale"]))
         return lightning_optimizers(groups, cfg)
 
     # ------------------------------------------------------------------ state

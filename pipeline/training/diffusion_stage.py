@@ -28,6 +28,8 @@ from pipeline.training.model_setup import (
     glide_model_kwargs,
     tokenizer_spec,
 )
+from pipeline.training.train_job import TrainJob
+from pipeline.training.worker_parts import diffusion_worker_parts
 
 
 def manifest_digest(shard_dir: Path) -> str:
@@ -57,7 +59,7 @@ def edit_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfig) -
 
 def upsample_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfig) -> list[Any]:
     """Held-out ``{"base", "hires", "caption"}`` that a super-resolution stage's grids upsample."""
-    count = int(train.get("sample_images", 4))
+    count = int(train.sample_images)
     examples = held_out_examples(shard_dir, count, images=("base", "hires"), manifest=manifest)
     return [{k: ex[k] for k in ("base", "hires", "caption")} for ex in examples]
 
@@ -98,40 +100,54 @@ def run_diffusion_stage(
     train = cfg[stage]
     init_ray(cfg.ray)
     require_capacity(cfg.ray, training_demand(stage, train))  # before any work
-    model_cfg = cfg[model_section]
     shard_dir = Path(cfg.shard.output_dir).resolve()  # Ray workers may run in another folder
     manifest = read_manifest(shard_dir)
+    job = diffusion_job(cfg, stage, model_section, run, shard_dir, manifest, model_overrides)
+    images = input_images(job.model_kwargs, train)
+    truncations = caption_tally()
+    make_dataset = _stream_builder(
+        cfg, stage, model_section, shard_dir, manifest, images, truncations
+    )
+    metrics = fit_on_ray(job, make_dataset, grid_output=grid_path)
+    report_truncations(stage, truncations)
+    _record_results(metrics, stage, train, run, job.fingerprint, metrics_path, grid_path)
+    return metrics
+
+
+def diffusion_job(
+    cfg: DictConfig,
+    stage: str,
+    model_section: str,
+    run: StageRun | None,
+    shard_dir: Path,
+    manifest: dict[str, Any],
+    model_overrides: dict[str, Any] | None = None,
+) -> TrainJob:
+    """The training job of a diffusion stage on the train shards in ``shard_dir`` (its model
+    section's network with ``model_overrides``, its grids' held-out images, its MLflow run)."""
+    train, model_cfg = cfg[stage], cfg[model_section]
     tokenizer = build_tokenizer(model_cfg)
     model_kwargs = {
         **glide_model_kwargs(model_cfg, tokenizer.vocab_size),
         **(model_overrides or {}),
     }
-    images = input_images(model_kwargs, train)
-    truncations = caption_tally()
-    make_dataset = _stream_builder(
-        cfg, stage, model_section, shard_dir, manifest, images, truncations
-    )
     fingerprint, provenance = _run_identity(
         cfg, stage, model_section, shard_dir, manifest, model_kwargs, tokenizer.identity
     )
-    metrics = fit_on_ray(
-        cfg,
+    return TrainJob(
+        cfg=cfg,
         stage=stage,
         model_section=model_section,
-        make_dataset=make_dataset,
         model_kwargs=model_kwargs,
         diffusion=diffusion_settings(model_cfg),
         fingerprint=fingerprint,
+        build_parts=diffusion_worker_parts,
         run_id=run.run_id if run else "",
         tracking_uri=run.tracking_uri if run else "",
         init_from=str(train.init_from),
         provenance=provenance,
         **_grid_sources(shard_dir, manifest, train, model_kwargs),
-        grid_output=grid_path,
     )
-    report_truncations(stage, truncations)
-    _record_results(metrics, stage, train, run, fingerprint, metrics_path, grid_path)
-    return metrics
 
 
 def _stream_builder(
@@ -200,14 +216,14 @@ def _grid_sources(
     shard_dir: Path, manifest: dict[str, Any], train: DictConfig, model_kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     """The held-out images the sample grids edit (inpainting) or upsample (super-resolution),
-    as :func:`fit_on_ray`'s ``edit_sources`` and ``upsample_sources`` (None where unused)."""
+    as the :class:`TrainJob`'s ``edit_sources`` and ``upsample_sources`` (empty where unused)."""
     return {
         "edit_sources": edit_sources(shard_dir, manifest, train)
         if model_kwargs.get("inpaint")
-        else None,
+        else [],
         "upsample_sources": upsample_sources(shard_dir, manifest, train)
         if model_kwargs.get("super_res")
-        else None,
+        else [],
     }
 
 

@@ -1,8 +1,10 @@
 """Run a training stage on Ray Train: TorchTrainer + Lightning, fed by Ray Data.
 
-This is the driver's side; each worker runs ``train_worker.train_loop``. Every stage shares this
-loop (checkpoints, resume, MLflow, progress log, final model); what differs is its LightningModule and callbacks (``worker_parts.WorkerParts``): the diffusion stages
-use ``worker_parts.diffusion_worker_parts``, the CLIP stage ``clip_stage.clip_worker_parts``.
+This is the driver's side; each worker runs ``train_worker.train_loop``. A stage describes its
+run as a ``train_job.TrainJob`` and every stage shares this loop (checkpoints, resume, MLflow,
+progress log, final model); what differs is the LightningModule and callbacks its job's
+``build_parts`` makes (``worker_parts.WorkerParts``): ``worker_parts.diffusion_worker_parts``
+for the diffusion stages, ``clip_stage.clip_worker_parts`` for the CLIP stage.
 
 The same code runs on one CPU worker (CI, laptops) and on many GPU workers of a cluster
 (``ray.address``, ``num_workers``, ``use_gpu``, ``cpus_per_worker`` from the stage's config).
@@ -39,7 +41,8 @@ from pipeline.data.ray_capacity import (
 )
 from pipeline.io import atomic_output_path
 from pipeline.training.data_feed import checkpoint_step, ingest_options, stream_name
-from pipeline.training.train_worker import FINAL_MODEL, train_loop
+from pipeline.training.train_job import ResumePlan, TrainJob
+from pipeline.training.train_worker import FINAL_MODEL, loop_config, train_loop
 from pipeline.training.worker_parts import FINAL_GRID
 
 
@@ -83,29 +86,27 @@ def _starved_hint(demand: Demand) -> str:
     )
 
 
-def _torch_trainer(
-    train: DictConfig, loop_config: dict, datasets: dict, ingest: Any, name: str
-) -> Any:
-    """The Ray Train trainer of a stage: its workers, no retries, one stream per worker
-    (``ingest``: the streams' Ray Data options)."""
+def _torch_trainer(job: TrainJob, plan: ResumePlan, datasets: dict, ingest: Any) -> Any:
+    """The Ray Train trainer of a job: its workers (each runs ``train_loop`` on the job and its
+    plan), no retries, one stream per worker (``ingest``: the streams' Ray Data options)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    train = job.train
     resources = {"CPU": float(train.cpus_per_worker)}
     if train.use_gpu:
         resources["GPU"] = 1.0
-    ckpt_dir = Path(loop_config["checkpoint_dir"])
     return TorchTrainer(
         train_loop,
-        train_loop_config=loop_config,
+        train_loop_config=loop_config(job, plan),
         scaling_config=ray.train.ScalingConfig(
             num_workers=int(train.num_workers),
             use_gpu=bool(train.use_gpu),
             resources_per_worker=resources,
         ),
         run_config=ray.train.RunConfig(
-            name=f"{name}-{uuid.uuid4().hex[:8]}",
-            storage_path=str(ckpt_dir.parent / "ray_results"),
+            name=f"{job.stage}-{job.fingerprint}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(plan.checkpoint_dir.parent / "ray_results"),
             failure_config=no_retry_failure_config(),
         ),
         datasets=datasets,
@@ -126,65 +127,28 @@ def _copy_outputs(folder: Path, output: Path, grid_output: str | Path | None) ->
 
 
 def fit_on_ray(
-    cfg: DictConfig,
-    *,
-    stage: str,
-    model_section: str,
+    job: TrainJob,
     make_dataset: Callable[[int, int, int, int], Any],
-    model_kwargs: dict[str, Any],
-    diffusion: dict[str, Any],
-    fingerprint: str,
-    run_id: str = "",
-    tracking_uri: str = "",
-    init_from: str = "",
-    provenance: dict[str, Any] | None = None,
-    edit_sources: list[Any] | None = None,
-    upsample_sources: list[dict[str, Any]] | None = None,
     grid_output: str | Path | None = None,
-    worker_parts: str = "",
-    worker_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train on Ray Train; write the EMA model file to ``cfg[stage].output``; return metrics.
+    """Train ``job`` on Ray Train; write its model file to the stage's ``output`` (and the
+    final sample grid to ``grid_output``, when given and made); return its metrics.
 
-    ``provenance`` (plain data) is recorded in the model file's ``extra``. ``edit_sources``
-    (inpainting) and ``upsample_sources`` (super-resolution: ``{"base", "hires", "caption"}``)
-    are the held-out images of the sample grids.
-    ``worker_parts`` ("package.module:function", called as ``function(loop_config, cfg,
-    log_image)``) builds the stage's module on each worker (default
-    ``worker_parts.diffusion_worker_parts``); ``worker_data`` (plain data, e.g. validation
-    examples) reaches it as ``loop_config["worker_data"]``.
     ``make_dataset(first_sample, batch, rank, world_size)`` builds worker ``rank``'s stream of
     ``batch``-sample steps (its share of the global batch) starting at sample ``first_sample`` of
     its part of the seeded multi-epoch order (0, or where a resumed run left off).
     Raises ``InsufficientResourcesError`` (naming the settings to change) when the cluster
     cannot run the workers and their input pipeline.
     """
-    train = cfg[stage]
+    cfg, stage, train = job.cfg, job.stage, job.train
     batch = _worker_batch(stage, train)
     demand = training_demand(stage, train)
     capacity = require_capacity(cfg.ray, demand)
-    ckpt_dir, resumed_step = _resume_point(cfg, stage, fingerprint)
+    ckpt_dir, resumed_step = _resume_point(cfg, stage, job.fingerprint)
+    plan = ResumePlan(ckpt_dir, resumed_step, _starved_hint(demand))
     datasets = _worker_streams(make_dataset, resumed_step * batch, batch, int(train.num_workers))
-    loop_config = {  # what every worker's train_loop receives (plain data)
-        "cfg": OmegaConf.to_container(cfg, resolve=True),
-        "stage": stage,
-        "model_section": model_section,
-        "model_kwargs": model_kwargs,
-        "diffusion": diffusion,
-        "checkpoint_dir": str(ckpt_dir),
-        "run_id": run_id,
-        "tracking_uri": tracking_uri,
-        "init_from": str(Path(init_from).resolve()) if init_from else "",
-        "provenance": provenance or {},
-        "edit_sources": edit_sources or [],
-        "upsample_sources": upsample_sources or [],
-        "worker_parts": worker_parts,
-        "worker_data": worker_data or {},
-        "starved_hint": _starved_hint(demand),
-        "resumed_step": resumed_step,
-    }
     ingest = ingest_options(int(train.data_buffer_mb), input_cpus_per_stream(capacity, demand))
-    trainer = _torch_trainer(train, loop_config, datasets, ingest, name=f"{stage}-{fingerprint}")
+    trainer = _torch_trainer(job, plan, datasets, ingest)
     result = fit_within_timeout(trainer, demand, float(cfg.ray.resource_timeout_s))
     metrics = _copy_final_model(result, stage, Path(train.output), grid_output)
     metrics["resumed_from_step"] = resumed_step

@@ -103,7 +103,7 @@ def stage_trace(cfg: DictConfig, stage: str) -> MemoryTrace:
     section = "upsample_model" if stage == "train_upsampler" else "base_model"
     model_cfg = cfg[section]
     kwargs = glide_model_kwargs(model_cfg, build_tokenizer(model_cfg).vocab_size)
-    kwargs["inpaint"] = kwargs.get("inpaint", False) or stage == "finetune_inpaint"
+    kwargs["inpaint"] = kwargs["inpaint"] or stage == "finetune_inpaint"
     image, low_res = int(model_cfg.image_size), 0
     if kwargs.get("super_res"):
         image = int(train.crop_size) or image

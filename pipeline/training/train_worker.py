@@ -1,7 +1,7 @@
 """The Ray Train worker's side of every training stage (the driver's side: ``launcher.py``).
 
 :func:`train_loop` runs on each worker: it prepares the process, builds the stage's module and
-callbacks (``worker_parts``), the worker's stream of steps and a Lightning Trainer, fits
+callbacks (``job.build_parts``), the worker's stream of steps and a Lightning Trainer, fits
 (resuming from the stage's ``last.ckpt``), then builds the final model file, which rank 0
 reports as a Ray Train checkpoint for the driver to copy.
 """
@@ -12,45 +12,53 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.training.data_feed import checkpoint_step, stream_name
+from pipeline.training.train_job import LogImage, ResumePlan, TrainJob
+
+if TYPE_CHECKING:
+    from pipeline.training.worker_parts import WorkerParts
 
 FINAL_MODEL = "model.pt"
 
 
+def loop_config(job: TrainJob, plan: ResumePlan) -> dict[str, Any]:
+    """Ray Train's ``train_loop_config`` for :func:`train_loop`: the job and its plan."""
+    return {"job": job, "plan": plan}
+
+
 def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train worker: the stage's module (``config["worker_parts"]``, default the diffusion
-    one), its data stream and a Lightning Trainer; fit; report the final model."""
+    """Ray Train worker: run the job of a :func:`loop_config`."""
+    run_job(config["job"], config["plan"])
+
+
+def run_job(job: TrainJob, plan: ResumePlan) -> None:
+    """On a Ray Train worker: the stage's module (``job.build_parts``), its data stream and a
+    Lightning Trainer; fit (resuming from the plan's ``last.ckpt``); report the final model."""
     import lightning.pytorch as pl
     import ray.train
 
-    from pipeline.training.worker_parts import resolve_parts
-
     _prepare_worker_process()
-    cfg = OmegaConf.create(config["cfg"])
-    stage = config["stage"]
-    train = cfg[stage]
+    cfg, stage, train = job.cfg, job.stage, job.train
     torch.set_num_threads(int(train.torch_threads) or int(train.cpus_per_worker))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
 
-    logger, log_image = _mlflow_logging(config, rank)
-    parts = resolve_parts(config.get("worker_parts") or "")(config, cfg, log_image)
-    feed = _step_feed(config, cfg, rank, world)
-    ckpt_dir = Path(config["checkpoint_dir"])
-    trainer = _lightning_trainer(cfg, stage, ckpt_dir, logger, parts.callbacks)
-    _fit_from_last_checkpoint(trainer, parts.module, feed, ckpt_dir, int(config["resumed_step"]))
+    logger, log_image = _mlflow_logging(job, rank)
+    parts = job.build_parts(job, log_image)
+    feed = _step_feed(job, plan, rank, world)
+    trainer = _lightning_trainer(cfg, stage, plan.checkpoint_dir, logger, parts.callbacks)
+    _fit_from_last_checkpoint(trainer, parts.module, feed, plan.checkpoint_dir, plan.resumed_step)
 
     metrics = {"step": int(parts.module.global_step), **parts.final_metrics()}
     metrics.update(_replica_metrics(parts.module, stage, world))
-    _finish(config, parts, metrics, rank)
+    _finish(job, parts, metrics, rank)
 
 
 def raise_priority() -> None:
@@ -80,29 +88,27 @@ def _prepare_worker_process() -> None:
     configure_data_context()
 
 
-def _mlflow_logging(
-    config: dict[str, Any], rank: int
-) -> tuple[Any, Callable[[Any, str], None] | None]:
-    """(Lightning's logger for the stage's MLflow run, or False without a run; on rank 0, a
+def _mlflow_logging(job: TrainJob, rank: int) -> tuple[Any, LogImage | None]:
+    """(Lightning's logger for the job's MLflow run, or False without a run; on rank 0, a
     function logging an image to the run, else None)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    if not (config.get("tracking_uri") and config.get("run_id")):
+    if not job.tracked:
         return False, None
-    logger = MLFlowLogger(tracking_uri=config["tracking_uri"], run_id=config["run_id"])
+    logger = MLFlowLogger(tracking_uri=job.tracking_uri, run_id=job.run_id)
     if rank != 0:
         return logger, None
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=config["tracking_uri"])
+    client = MlflowClient(tracking_uri=job.tracking_uri)
 
     def log_image(image: Any, artifact_file: str) -> None:
-        client.log_image(config["run_id"], image, artifact_file=artifact_file)
+        client.log_image(job.run_id, image, artifact_file=artifact_file)
 
     return logger, log_image
 
 
-def _step_feed(config: dict[str, Any], cfg: DictConfig, rank: int, world: int) -> Any:
+def _step_feed(job: TrainJob, plan: ResumePlan, rank: int, world: int) -> Any:
     """Worker ``rank``'s steps: its own Ray Data stream, in batches of its share of the global
     batch."""
     import ray.train
@@ -111,9 +117,9 @@ def _step_feed(config: dict[str, Any], cfg: DictConfig, rank: int, world: int) -
 
     return StepFeed(
         ray.train.get_dataset_shard(stream_name(rank)),
-        int(cfg[config["stage"]].batch_size) // world,
-        timeout_s=float(cfg.ray.resource_timeout_s),
-        starved_hint=config["starved_hint"],
+        int(job.train.batch_size) // world,
+        timeout_s=float(job.cfg.ray.resource_timeout_s),
+        starved_hint=plan.starved_hint,
     )
 
 
@@ -218,15 +224,13 @@ def _replica_metrics(module: Any, stage: str, world: int) -> dict[str, Any]:
     return metrics
 
 
-def _finish(config: dict[str, Any], parts: Any, metrics: dict[str, Any], rank: int) -> None:
+def _finish(job: TrainJob, parts: WorkerParts, metrics: dict[str, Any], rank: int) -> None:
     """Every worker: build the final model file (sharded weights are gathered by all); rank 0
     reports it, with the extra outputs and metrics, as a Ray Train checkpoint."""
     import ray.train
 
     payload = parts.module.model_file(
-        mlflow_run_id=config.get("run_id") or "",
-        stage=config["stage"],
-        extra=config.get("provenance") or {},
+        mlflow_run_id=job.run_id, stage=job.stage, extra=job.provenance
     )
     if rank != 0:
         if parts.write_extras is not None:

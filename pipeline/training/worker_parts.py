@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from pipeline.training.train_job import LogImage, TrainJob
 
 FINAL_GRID = "samples.png"
 
@@ -30,45 +32,21 @@ class WorkerParts:
     write_extras: Callable[[Path | None], None] | None = None
 
 
-def diffusion_worker_parts(
-    config: dict[str, Any], cfg: DictConfig, log_image: Callable[..., None] | None
-) -> WorkerParts:
+def diffusion_worker_parts(job: TrainJob, log_image: LogImage | None) -> WorkerParts:
     """The diffusion stages' module (GlideDiffusionModule) and sample-grid callback."""
-    from pipeline.training.callbacks import SampleGridCallback
     from pipeline.training.diffusion_module import GlideDiffusionModule
     from pipeline.training.model_setup import build_tokenizer
 
-    stage, model_section = config["stage"], config["model_section"]
-    train = cfg[stage]
-    tokenizer = build_tokenizer(cfg[model_section])
-    init_state = None
-    if config.get("init_from"):
-        from pipeline.models.model_file import read_model_file
-        from pipeline.training.model_setup import starting_weights
-
-        payload = read_model_file(config["init_from"])
-        init_state = starting_weights(payload, config["model_kwargs"])
+    tokenizer = build_tokenizer(job.model)
     module = GlideDiffusionModule(
-        config["model_kwargs"],
-        config["diffusion"],
-        OmegaConf.to_container(train, resolve=True),
+        job.model_kwargs,
+        job.diffusion,
+        OmegaConf.to_container(job.train, resolve=True),
         tokenizer.identity,
-        init_state_dict=init_state,
-        seed=int(cfg.seed),
+        init_state_dict=_starting_state(job),
+        seed=int(job.cfg.seed),
     )
-    grids = SampleGridCallback(
-        tokenizer,
-        list(train.sample_prompts),
-        list(train.sample_guidance),
-        every_n_steps=int(train.sample_every_steps),
-        steps=str(train.sample_steps),
-        seed=int(cfg.seed),
-        log_image=log_image,
-        edit_sources=config.get("edit_sources"),
-        upsample_sources=config.get("upsample_sources"),
-        temperature=float(train.get("sample_temperature", 1.0)),
-        aug_level=int(train.get("sample_aug_level", 0)),
-    )
+    grids = _sample_grids(job, tokenizer, log_image)
 
     def final_metrics() -> dict[str, Any]:
         metrics: dict[str, Any] = {"nonfinite_steps": module.nonfinite_total}
@@ -83,11 +61,36 @@ def diffusion_worker_parts(
     return WorkerParts(module, [grids], final_metrics, write_extras)
 
 
-def resolve_parts(name: str) -> Callable[..., WorkerParts]:
-    """The worker-parts builder named ``"package.module:function"`` ("" = the diffusion one)."""
-    if not name:
-        return diffusion_worker_parts
-    import importlib
+def _starting_state(job: TrainJob) -> dict[str, Any] | None:
+    """The weights of the model file the job starts from (``init_from``), or None."""
+    if not job.init_from:
+        return None
+    from pipeline.models.model_file import read_model_file
+    from pipeline.training.model_setup import starting_weights
 
-    module_name, _, function = name.partition(":")
-    return getattr(importlib.import_module(module_name), function)
+    return starting_weights(read_model_file(job.init_from), job.model_kwargs)
+
+
+def _sample_grids(job: TrainJob, tokenizer: Any, log_image: LogImage | None) -> Any:
+    """The callback sampling the stage's grids: text-to-image, or editing the job's
+    ``edit_sources`` (inpainting), or upsampling its ``upsample_sources`` (super-resolution,
+    with the temperature and augmentation level of its config section)."""
+    from pipeline.training.callbacks import SampleGridCallback, UpsampleGrid
+
+    train = job.train
+    upsample = None
+    if job.upsample_sources:
+        upsample = UpsampleGrid(
+            job.upsample_sources, float(train.sample_temperature), int(train.sample_aug_level)
+        )
+    return SampleGridCallback(
+        tokenizer,
+        list(train.sample_prompts),
+        list(train.sample_guidance),
+        every_n_steps=int(train.sample_every_steps),
+        steps=str(train.sample_steps),
+        seed=int(job.cfg.seed),
+        log_image=log_image,
+        edit_sources=job.edit_sources,
+        upsample=upsample,
+    )

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from pipeline.config import SyntheticScenesConfig
+from pipeline.config import SyntheticScenesConfig, TrainConfig
 from pipeline.data.synthetic_scenes import generate_sample
 from pipeline.text import get_tokenizer, tokenize_batch
 
@@ -25,7 +26,10 @@ DIFFUSION = {"diffusion_steps": 1000, "noise_schedule": "squaredcos_cap_v2"}
 
 
 def train_settings(**overrides):
-    base = dict(
+    """A diffusion stage's TrainConfig as the module receives it (a plain dict of every key,
+    the schema's defaults under these tiny ones), with ``overrides``."""
+    base = OmegaConf.to_container(OmegaConf.structured(TrainConfig(output="unused.pt")))
+    base.update(
         max_steps=50,
         batch_size=4,
         lr=1e-3,
