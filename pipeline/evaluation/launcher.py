@@ -41,9 +41,9 @@ def _eval_loop(config: dict[str, Any]) -> None:
     import ray.train
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
+    from pipeline.data.ray_session import raise_priority
     from pipeline.evaluation.stage_models import build_evaluation_module
     from pipeline.text import collect_truncations
-    from pipeline.training.train_worker import raise_priority
 
     raise_priority()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

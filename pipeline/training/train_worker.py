@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,27 +60,10 @@ def run_job(job: TrainJob, plan: ResumePlan) -> None:
     _finish(job, parts, metrics, rank)
 
 
-def raise_priority() -> None:
-    """Run the training worker at normal priority (Ray starts workers at nice 15).
-
-    Ray's service actors and Ray Data's decoding tasks stay at nice 15, so on a small machine
-    they yield to training instead of the other way round (measured on 2 cores, mini profile:
-    7.8 img/s at nice 15, 21.6 img/s at nice 0). Lowering niceness needs privileges; without
-    them the worker keeps Ray's default.
-    """
-    task_dir = Path("/proc/self/task")  # Linux niceness is per thread: set every thread's
-    threads = [int(tid) for tid in os.listdir(task_dir)] if task_dir.is_dir() else [0]
-    try:
-        for tid in threads:
-            os.setpriority(os.PRIO_PROCESS, tid, 0)
-    except (PermissionError, ProcessLookupError, OSError):
-        print("note: cannot raise the training worker's priority (needs CAP_SYS_NICE)", flush=True)
-
-
 def _prepare_worker_process() -> None:
     """Normal priority; no Lightning banner per worker; a quiet Ray Data executor for the
     worker's stream."""
-    from pipeline.data.ray_session import configure_data_context
+    from pipeline.data.ray_session import configure_data_context, raise_priority
 
     raise_priority()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
