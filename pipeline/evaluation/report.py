@@ -54,11 +54,11 @@ def _replicates(results: dict[str, Any], figure: str) -> np.ndarray:
 
 
 def _confidence(results: dict[str, Any]) -> float:
-    return float(results.get("uncertainty", {}).get("confidence", 0.95))
+    return float(results["uncertainty"]["confidence"])
 
 
 def _require_samples(results: dict[str, Any], counts: list[int], what: str) -> None:
-    minimum = int(results.get("uncertainty", {}).get("min_claim_samples", 0))
+    minimum = int(results["uncertainty"]["min_claim_samples"])
     if len(set(counts)) > 1:
         raise NotMeasurable(f"unequal sample counts {sorted(set(counts))} among the {what}")
     if counts and counts[0] < minimum:
@@ -281,7 +281,7 @@ def check_claims(results: dict[str, Any]) -> list[Claim]:
 # ---------------------------------------------------------------- the report
 def _header(results: dict[str, Any], context: dict[str, Any]) -> list[str]:
     clip = results["clip_metric"]
-    uncertainty = results.get("uncertainty", {})
+    uncertainty = results["uncertainty"]
     lines = [
         "# GLIDE reproduction: evaluation report",
         "",
@@ -289,17 +289,16 @@ def _header(results: dict[str, Any], context: dict[str, Any]) -> list[str]:
         f"captions from `{context.get('data', '?')}`, sampler `{context.get('steps', '?')}`, "
         f"seed {context.get('seed', '?')}. MLflow run: `{context.get('mlflow_run_id', '')}`.",
     ]
-    if uncertainty:
-        lines += [
-            "",
-            f"Intervals in brackets are {uncertainty['confidence']:.0%} intervals: the spread of "
-            f"{uncertainty['bootstrap_replicates']} bootstrap resamples of the evaluation samples "
-            "around each figure (FID, CLIP score, PSNR, boundary error; the same resamples for "
-            "every condition, so differences are paired), KID's standard deviation over its "
-            "subsets, Wilson intervals for rates. A claim is decided only when the interval of "
-            f"its difference excludes zero; below {uncertainty.get('min_claim_samples', '?')} "
-            "samples it is not measurable.",
-        ]
+    lines += [
+        "",
+        f"Intervals in brackets are {uncertainty['confidence']:.0%} intervals: the spread of "
+        f"{uncertainty['bootstrap_replicates']} bootstrap resamples of the evaluation samples "
+        "around each figure (FID, CLIP score, PSNR, boundary error; the same resamples for "
+        "every condition, so differences are paired), KID's standard deviation over its "
+        "subsets, Wilson intervals for rates. A claim is decided only when the interval of "
+        f"its difference excludes zero; below {uncertainty['min_claim_samples']} "
+        "samples it is not measurable.",
+    ]
     if clip != "clip_score":
         lines += [
             "",
