@@ -20,6 +20,14 @@ import torch
 
 from pipeline.diffusion import SamplerSettings
 from pipeline.evaluation.edit_readout import edit_succeeded, preservation_error
+from pipeline.evaluation.report import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_MEASURABLE,
+    REPRODUCED,
+    Claim,
+    both_hold,
+)
 from pipeline.evaluation.uncertainty import (
     bootstrap_indices,
     bootstrap_mean,
@@ -93,3 +101,58 @@ def paired_difference(
         point, bootstrap_mean(diff, bootstrap_indices(len(diff), replicates, seed)), confidence
     )
     return point, low, high
+
+
+def _verdict(point: float, low: float, high: float) -> tuple[str, str]:
+    verdict = REPRODUCED if low > 0 else CONTRADICTED if high < 0 else INCONCLUSIVE
+    return verdict, f"{point:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def _pair_along(per_setting: dict, axis: int) -> tuple[tuple, tuple] | None:
+    """The lowest and highest setting along ``axis`` (0: s_I, 1: s_T) with the other scale
+    fixed at the value swept most along it; None when no scale is swept."""
+    groups: dict[float, list[tuple[float, float]]] = {}
+    for setting in per_setting:
+        groups.setdefault(setting[1 - axis], []).append(setting)
+    fixed = max(groups.values(), key=len)
+    if len(fixed) < 2:
+        return None
+    ordered = sorted(fixed, key=lambda s: s[axis])
+    return ordered[0], ordered[-1]
+
+
+def instruct_claims(
+    per_setting: dict[tuple[float, float], dict[str, np.ndarray]],
+    confidence: float,
+    replicates: int,
+    seed: int,
+    min_samples: int,
+) -> list[Claim]:
+    """InstructPix2Pix's two trade-off claims judged on paired per-triple differences."""
+    claims = []
+    for key, axis, statement in (
+        ("image_scale_preserves", 0, "raising the image scale s_I preserves more and edits less"),
+        ("text_scale_edits", 1, "raising the instruction scale s_T edits more"),
+    ):
+        pair = _pair_along(per_setting, axis)
+        count = min((len(v["success"]) for v in per_setting.values()), default=0)
+        if pair is None or count < min_samples:
+            why = (
+                "one setting along this scale"
+                if pair is None
+                else f"{count} triples < {min_samples}"
+            )
+            claims.append(Claim(key, statement, NOT_MEASURABLE, why))
+            continue
+        low_s, high_s = (per_setting[s] for s in pair)
+        diff = lambda a, b: _verdict(*paired_difference(a, b, confidence, replicates, seed))  # noqa: E731
+        if axis == 0:
+            kept, kept_text = diff(low_s["preservation_error"], high_s["preservation_error"])
+            less, less_text = diff(low_s["success"], high_s["success"])
+            verdict = both_hold([kept, less])
+            evidence = f"preservation error, s_I {pair[0][0]:g} minus {pair[1][0]:g}: {kept_text}; edit success, same: {less_text}"
+        else:
+            verdict, more_text = diff(high_s["success"], low_s["success"])
+            evidence = f"edit success, s_T {pair[1][1]:g} minus {pair[0][1]:g}: {more_text}"
+        claims.append(Claim(key, statement, verdict, f"{evidence} ({count} triples)"))
+    return claims

@@ -89,7 +89,7 @@ def _judge(results: dict[str, Any], point: float, replicates: np.ndarray) -> tup
     return verdict, f"difference {point:.3g} [{low:.3g}, {high:.3g}]"
 
 
-def _both(verdicts: list[str]) -> str:
+def both_hold(verdicts: list[str]) -> str:
     """Two figures must both hold: any contradiction contradicts, else any doubt is doubt."""
     if all(v == REPRODUCED for v in verdicts):
         return REPRODUCED
@@ -212,7 +212,7 @@ def inpainter_beats_replacement(results: dict[str, Any]) -> tuple[str, str]:
             f"{_fmt(part, f'{key}_replace', digits)} "
             f"(replacement minus fine-tuned: {difference})"
         )
-    return _both(verdicts), f"{'; '.join(parts)} ({part['num_fake']} edits)"
+    return both_hold(verdicts), f"{'; '.join(parts)} ({part['num_fake']} edits)"
 
 
 def upsampler_beats_bicubic(results: dict[str, Any]) -> tuple[str, str]:
@@ -236,7 +236,7 @@ def upsampler_beats_bicubic(results: dict[str, Any]) -> tuple[str, str]:
         f"{_fmt(part, 'fid_bicubic')} (bicubic minus upsampler: {fid_diff}) "
         f"({part['num_fake']} images)"
     )
-    return _both([psnr_verdict, fid_verdict]), evidence
+    return both_hold([psnr_verdict, fid_verdict]), evidence
 
 
 CLAIMS: tuple[tuple[str, Callable[[dict[str, Any]], tuple[str, str]], str], ...] = (

@@ -6,7 +6,13 @@ import pytest
 from pipeline.config.schema import SyntheticScenesConfig
 from pipeline.data.scene_edits import sample_edit_triple
 from pipeline.data.synthetic_scenes import render_scene
-from pipeline.evaluation.edit_sweep import edit_sweep, paired_difference, read_edits, sweep_rows
+from pipeline.evaluation.edit_sweep import (
+    edit_sweep,
+    instruct_claims,
+    paired_difference,
+    read_edits,
+    sweep_rows,
+)
 from pipeline.models import widen_for_instruct
 from pipeline.sampling import SamplerSettings, SamplingModel
 from pipeline.sampling.loading import load_sampling_model
@@ -59,3 +65,29 @@ def test_a_sweep_edits_every_triple_at_every_setting(instruct_model):
     assert np.array_equal(
         again[(1.0, 1.0)]["preservation_error"], swept[(1.0, 1.0)]["preservation_error"]
     )
+
+
+def _readout(success_rate, error, n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    success = (rng.random(n) < success_rate).astype(float)
+    return {"success": success, "preservation_error": np.clip(rng.normal(error, 0.01, n), 0, 1)}
+
+
+def test_the_trade_off_claims_follow_the_paired_differences():
+    trade_off = {  # more s_I: less change outside and fewer edits; more s_T: more edits
+        (1.0, 7.5): _readout(0.8, 0.10), (2.0, 7.5): _readout(0.3, 0.02, seed=1),
+        (1.5, 3.0): _readout(0.2, 0.05, seed=2), (1.5, 7.5): _readout(0.7, 0.05, seed=3),
+    }  # fmt: skip
+    claims = {c.key: c for c in instruct_claims(trade_off, 0.95, 200, 0, min_samples=10)}
+    assert claims["image_scale_preserves"].verdict == "reproduced"
+    assert claims["text_scale_edits"].verdict == "reproduced"
+    assert "s_T 7.5 minus 3" in claims["text_scale_edits"].evidence
+    reversed_text = {**trade_off, (1.5, 3.0): _readout(0.95, 0.05, seed=2)}
+    claims = {c.key: c for c in instruct_claims(reversed_text, 0.95, 200, 0, min_samples=10)}
+    assert claims["text_scale_edits"].verdict == "contradicted"
+    noise = {(1.0, 7.5): _readout(0.5, 0.05), (2.0, 7.5): _readout(0.5, 0.05, seed=1)}
+    claims = {c.key: c for c in instruct_claims(noise, 0.95, 200, 0, min_samples=10)}
+    assert claims["image_scale_preserves"].verdict == "inconclusive"
+    assert claims["text_scale_edits"].verdict == "not measurable"  # one s_T only
+    few = instruct_claims(trade_off, 0.95, 200, 0, min_samples=100)
+    assert {c.verdict for c in few} == {"not measurable"}
