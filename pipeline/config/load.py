@@ -190,8 +190,9 @@ def validate(cfg: DictConfig) -> None:
     _require(base.tokenizer in ("clip", "gpt2"), "base_model.tokenizer", "must be clip or gpt2")
     for stage in TRAINING_STAGES:
         _validate_training(cfg[stage], stage)
-    for stage in ("finetune_cfg", "finetune_inpaint"):
+    for stage in ("finetune_cfg", "finetune_inpaint", "finetune_instruct"):
         _require(bool(cfg[stage].init_from), f"{stage}.init_from", "must name a model file")
+    _validate_edits(cfg)
     masks = cfg.finetune_inpaint.masks
     shares = [masks[kind] for kind in masks]
     _require(
@@ -203,6 +204,35 @@ def validate(cfg: DictConfig) -> None:
     _validate_clip(cfg)
     _validate_evaluate(cfg.evaluate)
     _require(cfg.ray.resource_timeout_s > 0, "ray.resource_timeout_s", "must be positive")
+
+
+def _validate_edits(cfg: DictConfig) -> None:
+    """The edit triples and the drop schedule of instruction-editing fine-tuning."""
+    edits, train = cfg.shard_edits, cfg.finetune_instruct
+    _require(
+        edits.source in ("synthetic", "folder", "webdataset"),
+        "shard_edits.source",
+        f"must be synthetic, folder or webdataset, got {edits.source!r}",
+    )
+    _require(
+        edits.source == "synthetic" or bool(edits.input_path),
+        "shard_edits.input_path",
+        f"required when shard_edits.source is {edits.source!r}",
+    )
+    _require(edits.num_samples > 0, "shard_edits.num_samples", "must be positive")
+    _require(0.0 <= edits.val_fraction < 1.0, "shard_edits.val_fraction", "must be in [0, 1)")
+    known = ("recolour", "reshape", "move", "add", "remove")
+    _require(
+        len(edits.kinds) > 0 and all(kind in known for kind in edits.kinds),
+        "shard_edits.kinds",
+        f"must be a non-empty subset of {list(known)}",
+    )
+    drops = [train.caption_drop_prob, train.image_drop_prob, train.joint_drop_prob]
+    _require(
+        min(drops) >= 0 and sum(drops) <= 1,
+        "finetune_instruct.image_drop_prob",
+        "the three drop probabilities (caption, image, joint) must be >= 0 and sum to <= 1",
+    )
 
 
 def _validate_evaluate(ev: DictConfig) -> None:
@@ -228,7 +258,13 @@ def _validate_evaluate(ev: DictConfig) -> None:
     _require(ev.num_workers >= 1, "evaluate.num_workers", "must be positive")
 
 
-TRAINING_STAGES = ("pretrain_base", "finetune_cfg", "finetune_inpaint", "train_upsampler")
+TRAINING_STAGES = (
+    "pretrain_base",
+    "finetune_cfg",
+    "finetune_inpaint",
+    "finetune_instruct",
+    "train_upsampler",
+)
 
 
 def _validate_upsampler(cfg: DictConfig) -> None:

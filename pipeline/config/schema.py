@@ -194,6 +194,36 @@ class InpaintTrainConfig(TrainConfig):
 
 
 @dataclass
+class ShardEditsConfig:
+    """The ``shard_edits`` stage: edit triples (image to edit, instruction, edited image) as
+    WebDataset shards at ``shard.base_resolution``, from the scenes of ``shard.synthetic`` or
+    from the user's triples (README "Your own data")."""
+
+    source: str = "synthetic"  # synthetic | folder | webdataset
+    input_path: str = ""  # folder or tars of <key>.source.<img>, <key>.edited.<img>, <key>.txt
+    num_samples: int = 2000  # synthetic only: triples (one per scene index)
+    val_fraction: float = 0.05
+    samples_per_shard: int = 500
+    kinds: list[str] = field(
+        default_factory=lambda: ["recolour", "reshape", "move", "add", "remove"]
+    )
+    max_skipped_fraction: float = 0.1
+    output_dir: str = "data/edit_shards"
+
+
+@dataclass
+class InstructTrainConfig(TrainConfig):
+    """Instruction-editing fine-tuning (InstructPix2Pix): a TrainConfig whose
+    ``caption_drop_prob`` drops the instruction alone, plus the image dropped alone and both
+    dropped (5% each in the paper), and the image scales of its sample grids."""
+
+    image_drop_prob: float = 0.05
+    joint_drop_prob: float = 0.05
+    sample_image_guidance: list[float] = field(default_factory=lambda: [1.5])
+    sample_images: int = 4  # held-out triples in the sample grid
+
+
+@dataclass
 class UpsampleModelConfig(GlideModelConfig):
     """The text-conditional super-resolution model: a GlideModelConfig (``super_res``, linear
     schedule) plus Imagen's noise conditioning augmentation (GLIDE has none)."""
@@ -325,6 +355,15 @@ class PipelineConfig:
             init_from="models/cfg.pt",
             caption_drop_prob=0.2,
             sample_guidance=[5.0],
+        )
+    )
+    shard_edits: ShardEditsConfig = field(default_factory=ShardEditsConfig)
+    finetune_instruct: InstructTrainConfig = field(
+        default_factory=lambda: InstructTrainConfig(
+            output="models/instruct.pt",
+            init_from="models/cfg.pt",
+            caption_drop_prob=0.05,
+            sample_guidance=[7.5],
         )
     )
     upsample_model: UpsampleModelConfig = field(

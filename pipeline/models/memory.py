@@ -150,6 +150,8 @@ def glide_forward(image_size: int, text_ctx: int, low_res_size: int = 0) -> Call
         if getattr(model, "inpaint", False):
             kwargs["inpaint_image"] = torch.randn(batch, 3, image_size, image_size)
             kwargs["inpaint_mask"] = torch.ones(batch, 1, image_size, image_size)
+        if getattr(model, "instruct", False):
+            kwargs["source_image"] = torch.randn(batch, 3, image_size, image_size)
         return model(x, torch.zeros(batch, dtype=torch.long), **kwargs)
 
     return run

@@ -16,6 +16,7 @@ from pipeline.sampling import (
     sample_text_to_image,
 )
 from pipeline.sampling.inpaint import sample_inpaint
+from pipeline.sampling.instruct_edit import sample_instruct_edit
 from pipeline.sampling.upsample import sample_upsample
 from pipeline.text import Tokenizer
 
@@ -72,6 +73,15 @@ class UpsampleGrid:
     aug_level: int
 
 
+@dataclass(frozen=True)
+class InstructGrid:
+    """An instruction-editing model's sample grid: held-out ``{"source", "caption"}`` (the
+    image to edit and its instruction), edited at each image scale times each guidance scale."""
+
+    sources: list[dict[str, Any]]
+    image_scales: list[float]
+
+
 class SampleGridCallback(pl.Callback):
     """Every ``every_n_steps`` (and at the end), sample fixed prompts with the EMA weights at each
     guidance scale and log the captioned grid to MLflow (``samples/step_XXXXXXX.png``). Rank 0
@@ -92,6 +102,7 @@ class SampleGridCallback(pl.Callback):
         log_image: Any = None,
         edit_sources: list[Any] | None = None,
         upsample: UpsampleGrid | None = None,
+        instruct: InstructGrid | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.prompts = list(prompts)
@@ -101,6 +112,9 @@ class SampleGridCallback(pl.Callback):
         self.log_image = log_image  # callable(PIL image, artifact_file) or None
         self.edit_sources = list(edit_sources or [])  # uint8 HWC images, for inpainting models
         self.upsample = upsample  # super-resolution models: its sources' captions prompt
+        self.instruct = instruct  # instruction-editing models: its sources' instructions
+        if instruct is not None:
+            self.prompts = [str(source["caption"]) for source in instruct.sources]
         if upsample is not None:
             self.prompts = [str(source["caption"]) for source in upsample.sources]
         self.last_grid = None
@@ -113,6 +127,8 @@ class SampleGridCallback(pl.Callback):
         settings = replace(self.settings, device=module.device)
         if sampler.model.super_res:
             return self.make_upsample_grid(sampler, settings)
+        if sampler.model.config.get("instruct"):
+            return self.make_instruct_grid(sampler, settings)
         if sampler.model.inpaint:
             return self.make_edit_grid(sampler, settings)
         images, captions = [], []
@@ -144,6 +160,26 @@ class SampleGridCallback(pl.Callback):
         return captioned_grid(
             sources + edits, ["(masked source)"] * columns + captions, columns=columns
         )
+
+    def make_instruct_grid(self, sampler: SamplingModel, settings: SamplerSettings) -> Any:
+        """Instruction-editing models: one row per held-out image, the input then its edits at
+        each (image scale, instruction scale)."""
+        if self.instruct is None or not self.instruct.sources:
+            raise ValueError("an instruction-editing model's sample grid needs instruct sources")
+        images, captions = [], []
+        for source in self.instruct.sources:
+            image, instruction = torch.as_tensor(source["source"]), str(source["caption"])
+            images.append(source["source"])
+            captions.append("(input)")
+            for image_scale in self.instruct.image_scales:
+                for scale in self.guidance_scales:
+                    edited = sample_instruct_edit(sampler, [instruction], image, settings,
+                                                  image_guidance=image_scale, guidance=scale)  # fmt: skip
+                    images.append(edited[0].numpy())
+                    captions.append(f"[s_I={image_scale:g} s_T={scale:g}] {instruction}")
+        columns = 1 + len(self.instruct.image_scales) * len(self.guidance_scales)
+        cell = min(256, max(128, int(sampler.model.image_size)))
+        return captioned_grid(images, captions, columns=columns, cell=cell)
 
     def make_upsample_grid(self, sampler: SamplingModel, settings: SamplerSettings) -> Any:
         """Super-resolution models: one row per held-out image, low-res input | upsampled |

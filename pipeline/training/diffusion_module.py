@@ -23,6 +23,7 @@ from pipeline.models.execution import configure_for_training
 from pipeline.models.model_file import model_file_payload
 from pipeline.text import PAD_ID
 from pipeline.training.ema import EMA
+from pipeline.training.instruct_drops import condition_drops
 from pipeline.training.nonfinite import (  # noqa: F401 (NonFiniteLossError: API)
     NonFiniteGuard,
     NonFiniteLossError,
@@ -113,6 +114,8 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
         ``caption_drop_prob``, for classifier-free guidance) and the variant's own inputs.
         """
         tokens, mask = batch["tokens"], batch["mask"].bool()
+        if self.model.config.get("instruct"):
+            return self._instruct_conditioning(batch, tokens, mask)
         p_drop = float(self.train_cfg["caption_drop_prob"])
         dropped = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         if p_drop > 0:
@@ -130,6 +133,24 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
             kwargs["inpaint_image"] = x_start  # the model masks it itself
             kwargs["inpaint_mask"] = self.training_masks(x_start.shape[0], x_start.shape[-1])
         return kwargs, dropped
+
+    def _instruct_conditioning(
+        self, batch: dict[str, Tensor], tokens: Tensor, mask: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Instruction editing: the image to edit (zeros where dropped) and the instruction
+        (the empty caption where dropped), each dropped alone or both, per the train section."""
+        train = self.train_cfg
+        drop_image, drop_text = condition_drops(
+            tokens.shape[0],
+            float(train["image_drop_prob"]),
+            float(train["caption_drop_prob"]),
+            float(train["joint_drop_prob"]),
+            device=tokens.device,
+        )
+        tokens, mask = drop_captions(tokens, mask, drop_text)
+        source = images_to_model_range(batch["source"])
+        source = torch.where(drop_image[:, None, None, None], torch.zeros_like(source), source)
+        return {"tokens": tokens, "mask": mask, "source_image": source}, drop_text
 
     def training_masks(self, batch_size: int, size: int) -> Tensor:
         """Random inpainting masks [B, 1, H, W] (1 = keep) from the configured mix.

@@ -1,5 +1,6 @@
 """The library side of every diffusion training stage (``pretrain_base``, later ``finetune_cfg``,
-``finetune_inpaint``, ``train_upsampler``): data -> Ray Train -> model file, metrics, MLflow."""
+``finetune_inpaint``, ``finetune_instruct``, ``train_upsampler``): data -> Ray Train -> model
+file, metrics, MLflow."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 
 from pipeline.config import load_config, save_config
 from pipeline.data import init_ray, read_manifest, tokenize_captions, training_dataset
+from pipeline.data.edit_shards import EDIT_MANIFEST_FORMAT
 from pipeline.data.examples import held_out_examples
 from pipeline.data.manifest import MANIFEST_NAME
 from pipeline.data.ray_capacity import require_capacity, training_demand
@@ -30,6 +32,8 @@ from pipeline.training.model_setup import (
 )
 from pipeline.training.train_job import TrainJob
 from pipeline.training.worker_parts import diffusion_worker_parts
+
+WIDENINGS = ("inpaint", "instruct")  # inputs a fine-tuning stage adds to the model it starts from
 
 
 def manifest_digest(shard_dir: Path) -> str:
@@ -64,9 +68,20 @@ def upsample_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfi
     return [{k: ex[k] for k in ("base", "hires", "caption")} for ex in examples]
 
 
+def instruct_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfig) -> list[Any]:
+    """Held-out ``{"source", "caption"}`` (image, instruction) that an instruction-editing
+    stage's grids edit."""
+    count = int(train.sample_images)
+    examples = held_out_examples(shard_dir, count, images=("source",), manifest=manifest)
+    return [{k: ex[k] for k in ("source", "caption")} for ex in examples]
+
+
 def input_images(model_kwargs: dict[str, Any], train: DictConfig) -> dict[str, Any]:
-    """Which shard images a model trains on: the base image, or for a super-resolution model
-    the high-res image with the base image as its low-res input, in aligned random crops."""
+    """Which shard images a model trains on: the base image; for a super-resolution model the
+    high-res image with the base image as its low-res input, in aligned random crops; for an
+    instruction-editing model the edited image with the image to edit beside it."""
+    if model_kwargs.get("instruct"):
+        return {"image_key": "edited", "extra_images": ("source",)}
     if model_kwargs.get("super_res"):
         return {"image_key": "hires", "low_res_key": "base", "crop_size": int(train.crop_size)}
     return {"image_key": "base"}
@@ -100,8 +115,7 @@ def run_diffusion_stage(
     train = cfg[stage]
     init_ray(cfg.ray)
     require_capacity(cfg.ray, training_demand(stage, train))  # before any work
-    shard_dir = Path(cfg.shard.output_dir).resolve()  # Ray workers may run in another folder
-    manifest = read_manifest(shard_dir)
+    shard_dir, manifest = training_shards(cfg, model_overrides or {})
     job = diffusion_job(cfg, stage, model_section, run, shard_dir, manifest, model_overrides)
     images = input_images(job.model_kwargs, train)
     truncations = caption_tally()
@@ -112,6 +126,17 @@ def run_diffusion_stage(
     report_truncations(stage, truncations)
     _record_results(metrics, stage, train, run, job.fingerprint, metrics_path, grid_path)
     return metrics
+
+
+def training_shards(cfg: DictConfig, model_overrides: dict[str, Any]) -> tuple[Path, dict]:
+    """(the shard folder a stage trains on, its manifest): the edit triples for an
+    instruction-editing model, else the caption shards. Absolute: Ray workers may run in
+    another folder."""
+    if model_overrides.get("instruct"):
+        shard_dir = Path(cfg.shard_edits.output_dir).resolve()
+        return shard_dir, read_manifest(shard_dir, expected_format=EDIT_MANIFEST_FORMAT)
+    shard_dir = Path(cfg.shard.output_dir).resolve()
+    return shard_dir, read_manifest(shard_dir)
 
 
 def diffusion_job(
@@ -203,7 +228,7 @@ def _run_identity(
     inputs = [s["sha256"] for s in manifest["splits"]["train"]["shards"]]
     provenance = {"data_manifest_sha256": manifest_digest(shard_dir)}
     if train.init_from:
-        widening = ("inpaint",) if model_kwargs.get("inpaint") else ()
+        widening = tuple(flag for flag in WIDENINGS if model_kwargs.get(flag))
         init_sha256 = check_init_model(
             train.init_from, model_kwargs, tokenizer_identity, ignore=widening
         )
@@ -223,6 +248,9 @@ def _grid_sources(
         else [],
         "upsample_sources": upsample_sources(shard_dir, manifest, train)
         if model_kwargs.get("super_res")
+        else [],
+        "instruct_sources": instruct_sources(shard_dir, manifest, train)
+        if model_kwargs.get("instruct")
         else [],
     }
 

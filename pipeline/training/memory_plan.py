@@ -104,6 +104,7 @@ def stage_trace(cfg: DictConfig, stage: str) -> MemoryTrace:
     model_cfg = cfg[section]
     kwargs = glide_model_kwargs(model_cfg, build_tokenizer(model_cfg).vocab_size)
     kwargs["inpaint"] = kwargs["inpaint"] or stage == "finetune_inpaint"
+    kwargs["instruct"] = stage == "finetune_instruct"
     image, low_res = int(model_cfg.image_size), 0
     if kwargs.get("super_res"):
         image = int(train.crop_size) or image

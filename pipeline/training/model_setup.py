@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.models import GLIDE_KEYS, create_glide_model, widen_for_inpainting
+from pipeline.models import GLIDE_KEYS, create_glide_model, widen_inputs
 from pipeline.text import Tokenizer, get_tokenizer
 
 DIFFUSION_KEYS = ("diffusion_steps", "noise_schedule")
@@ -55,12 +55,18 @@ def diffusion_settings(model_cfg: DictConfig) -> dict[str, Any]:
 def starting_weights(payload: dict[str, Any], model_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The state dict a fine-tuning stage starts from, shaped for the model it trains.
 
-    An inpainting stage starting from a text-to-image model widens it: the masked-image and mask
-    input channels get zero weights, so at step 0 both models give the same output.
+    An inpainting or instruction-editing stage starting from a text-to-image model widens it:
+    the new input channels (masked image and mask; the image to edit) get zero weights, so at
+    step 0 both models give the same output.
     """
     state = payload["state_dict"]
-    if model_kwargs.get("inpaint") and not payload["model_config"].get("inpaint"):
+    added = {
+        flag: True
+        for flag in ("inpaint", "instruct")
+        if model_kwargs.get(flag) and not payload["model_config"].get(flag)
+    }
+    if added:
         source = create_glide_model(**payload["model_config"])
         source.load_state_dict(state, strict=True)
-        return widen_for_inpainting(source).state_dict()
+        return widen_inputs(source, **added).state_dict()
     return state

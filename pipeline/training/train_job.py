@@ -45,8 +45,9 @@ class TrainJob:
     MLflow run ("" for none); ``init_from`` is the model file the stage starts from ("" for
     none; made absolute, since workers may run in another folder); ``provenance`` (plain data)
     is recorded in the model file's ``extra``. ``edit_sources`` (inpainting: uint8 HWC images)
-    and ``upsample_sources`` (super-resolution: ``{"base", "hires", "caption"}``) are the
-    held-out images of the sample grids; ``worker_data`` is the stage's own data for
+    ``upsample_sources`` (super-resolution: ``{"base", "hires", "caption"}``) and
+    ``instruct_sources`` (instruction editing: ``{"source", "caption"}``) are the held-out
+    images of the sample grids; ``worker_data`` is the stage's own data for
     ``build_parts`` (e.g. the CLIP stage's validation pairs).
     """
 
@@ -63,6 +64,7 @@ class TrainJob:
     provenance: dict[str, Any] = field(default_factory=dict)
     edit_sources: list[Any] = field(default_factory=list)
     upsample_sources: list[dict[str, Any]] = field(default_factory=list)
+    instruct_sources: list[dict[str, Any]] = field(default_factory=list)
     worker_data: Any = None
 
     def __post_init__(self) -> None:

@@ -75,7 +75,7 @@ def _sample_grids(job: TrainJob, tokenizer: Any, log_image: LogImage | None) -> 
     """The callback sampling the stage's grids: text-to-image, or editing the job's
     ``edit_sources`` (inpainting), or upsampling its ``upsample_sources`` (super-resolution,
     with the temperature and augmentation level of its config section)."""
-    from pipeline.training.callbacks import SampleGridCallback, UpsampleGrid
+    from pipeline.training.callbacks import InstructGrid, SampleGridCallback, UpsampleGrid
 
     train = job.train
     upsample = None
@@ -83,6 +83,9 @@ def _sample_grids(job: TrainJob, tokenizer: Any, log_image: LogImage | None) -> 
         upsample = UpsampleGrid(
             job.upsample_sources, float(train.sample_temperature), int(train.sample_aug_level)
         )
+    instruct = None
+    if job.instruct_sources:
+        instruct = InstructGrid(job.instruct_sources, list(train.sample_image_guidance))
     return SampleGridCallback(
         tokenizer,
         list(train.sample_prompts),
@@ -93,4 +96,5 @@ def _sample_grids(job: TrainJob, tokenizer: Any, log_image: LogImage | None) -> 
         log_image=log_image,
         edit_sources=job.edit_sources,
         upsample=upsample,
+        instruct=instruct,
     )

@@ -168,6 +168,23 @@ def test_glide_sample_command_on_the_trained_model(ci_pipeline, tmp_path):
     assert "wrote 4 images" in log
 
 
+def test_finetune_instruct_trains_on_edit_triples_and_edits_from_an_instruction(
+    ci_pipeline, tmp_path
+):
+    root, _ = ci_pipeline
+    counts = json.loads((root / "metrics/shard_edits.json").read_text())
+    assert counts["written"] + counts["skipped"] == 64 and counts["val_triples"] > 0
+    model, meta = load_model(root / "models/instruct.pt")
+    assert model.config["instruct"] and meta["step"] == 20 and meta["stage"] == "finetune_instruct"
+    cfg_sha = hashlib.sha256((root / "models/cfg.pt").read_bytes()).hexdigest()
+    assert meta["extra"]["init_from_sha256"] == cfg_sha
+    assert (root / "samples/finetune_instruct.png").stat().st_size > 0
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in.png")
+    edit = ["--edit", str(tmp_path / "in.png"), "--instruction", "make the circle blue"]
+    run([str(BIN / "glide-sample"), *edit, "--steps", "ddim5", "--out", str(tmp_path / "o")], root)
+    assert (tmp_path / "o/000_000.png").exists() and (tmp_path / "o/grid.png").exists()
+
+
 def test_finetune_inpaint_widens_the_cfg_model_and_edits_images(ci_pipeline, tmp_path):
     root, _ = ci_pipeline
     model, meta = load_model(root / "models/inpaint.pt")

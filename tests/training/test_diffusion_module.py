@@ -249,3 +249,38 @@ def test_gradients_are_clipped_to_grad_clip(tiny_model_kwargs, scene_batch, prec
     unclipped, clipped = grad_norms(None), grad_norms(1e-3)
     assert min(unclipped) > 1e-2
     assert max(clipped) <= 1e-3 * 1.001
+
+
+def test_instruct_stage_starts_equal_to_the_cfg_model_and_drops_its_conditions(
+    tiny_model_kwargs, scene_batch
+):
+    torch.manual_seed(0)
+    source = create_glide_model(**tiny_model_kwargs).eval()
+    payload = {"state_dict": source.state_dict(), "model_config": source.config}
+    instruct_kwargs = {**tiny_model_kwargs, "instruct": True}
+    drops = {"image_drop_prob": 0.0, "joint_drop_prob": 0.0}
+    module = GlideDiffusionModule(
+        instruct_kwargs,
+        DIFFUSION,
+        train_settings(**drops),
+        "clip-test",
+        init_state_dict=starting_weights(payload, instruct_kwargs),
+    )
+    batch = {**scene_batch, "source": scene_batch["image"].flip(1)}  # any other image
+    kwargs, dropped = module.conditioning(batch, torch.zeros(4, 3, 16, 16))
+    assert not dropped.any() and torch.equal(kwargs["tokens"], scene_batch["tokens"])
+    assert torch.equal(kwargs["source_image"], batch["source"].permute(0, 3, 1, 2) / 127.5 - 1)
+    module.model.eval()
+    x, t = torch.randn(4, 3, 16, 16), torch.tensor([10, 300, 600, 999])
+    with torch.no_grad():
+        widened = module.model(x, t, **kwargs)
+        original = source(x, t, tokens=scene_batch["tokens"], mask=scene_batch["mask"])
+    assert torch.equal(widened, original)  # zero-initialised image inputs: exactly the same
+
+    everything = {"caption_drop_prob": 0.0, "image_drop_prob": 0.0, "joint_drop_prob": 1.0}
+    module.train_cfg = train_settings(**everything)
+    kwargs, dropped = module.conditioning(batch, torch.zeros(4, 3, 16, 16))
+    assert dropped.all() and not kwargs["source_image"].any() and not kwargs["mask"].any()
+    module.model.train()
+    fit(module, batch, steps=2)
+    assert module.global_step == 2
