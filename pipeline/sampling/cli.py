@@ -91,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="glide-sample",
         description="Sample images from a trained GLIDE model with classifier-free guidance.",
     )
+    for add_arguments in (
+        _add_sampling_arguments,
+        _add_edit_arguments,
+        _add_cascade_arguments,
+        _add_clip_arguments,
+        lambda p: add_instruct_arguments(p, finite_float),
+        _add_runtime_arguments,
+    ):
+        add_arguments(parser)
+    return parser
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """Prompts, model, guidance, steps, batch, seed, output folder, thresholding."""
     parser.add_argument(
         "--prompt", action="append", default=[], help="a caption (repeat for several)"
     )
@@ -122,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dynamic thresholding percentile in (0, 1) instead of clipping x0 to [-1, 1]",
     )
+
+
+def _add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     edit = parser.add_argument_group("editing (inpainting)")
     edit.add_argument("--image", default="", help="PNG/JPEG to edit, at the model's resolution")
     edit.add_argument("--mask", default="", help="mask image: white = keep, black = generate")
@@ -132,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="edit with the text-to-image model by replacing the known region only "
         "(the baseline GLIDE compares against; default model models/cfg.pt)",
     )
+
+
+def _add_cascade_arguments(parser: argparse.ArgumentParser) -> None:
     cascade = parser.add_argument_group("cascade (GLIDE's upsampler)")
     cascade.add_argument(
         "--upsample", action="store_true", help="upsample the base samples (64 -> 256 in GLIDE)"
@@ -154,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="noise-conditioning augmentation level (noise_cond_aug upsamplers only; default 0)",
     )
+
+
+def _add_clip_arguments(parser: argparse.ArgumentParser) -> None:
     clip = parser.add_argument_group("CLIP guidance (instead of classifier-free guidance)")
     clip.add_argument(
         "--clip-guidance",
@@ -165,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument(
         "--clip-model", default="models/noised_clip.pt", help="default models/noised_clip.pt"
     )
-    add_instruct_arguments(parser, finite_float)
+
+
+def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Device, compilation, precision and GPT-2 vocabulary files."""
     parser.add_argument("--device", default="", help="cpu, cuda, cuda:1 (default: cuda if any)")
     parser.add_argument(
         "--compile",
@@ -182,7 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--gpt2-encoder-json", default="", help="GPT-2 BPE models only")
     parser.add_argument("--gpt2-vocab-bpe", default="", help="GPT-2 BPE models only")
-    return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
