@@ -54,6 +54,27 @@ def input_channels(inpaint: bool, super_res: bool, instruct: bool = False) -> in
     return sum(n for _, n in input_layout(inpaint, super_res, instruct))
 
 
+def _unet_arguments(config: dict) -> dict:
+    """The ADM UNet's arguments for a GLIDE config (checkpointing is set once the text
+    transformer exists)."""
+    return dict(
+        in_channels=input_channels(config["inpaint"], config["super_res"], config["instruct"]),
+        model_channels=config["num_channels"],
+        out_channels=OUT_CHANNELS,
+        num_res_blocks=config["num_res_blocks"],
+        attention_ds=tuple(config["image_size"] // r for r in config["attention_resolutions"]),
+        dropout=config["dropout"],
+        channel_mult=config["channel_mult"],
+        num_heads=config["num_heads"],
+        num_head_channels=config["num_head_channels"],
+        num_heads_upsample=config["num_heads_upsample"],
+        use_scale_shift_norm=config["use_scale_shift_norm"],
+        resblock_updown=config["resblock_updown"],
+        use_checkpoint=False,
+        encoder_channels=config["xf_width"] or None,
+    )
+
+
 class Text2ImUNet(UNetModel):
     """All keyword arguments use GLIDE's names; build through factory.create_glide_model, which
     validates them and fills defaults. `self.config` keeps the resolved arguments."""
@@ -97,37 +118,12 @@ class Text2ImUNet(UNetModel):
             super_res=super_res, vocab_size=vocab_size, noise_cond_aug=noise_cond_aug,
             instruct=instruct,
         )  # fmt: skip
-        super().__init__(
-            in_channels=input_channels(inpaint, super_res, instruct),
-            model_channels=num_channels,
-            out_channels=OUT_CHANNELS,
-            num_res_blocks=num_res_blocks,
-            attention_ds=tuple(image_size // r for r in attention_resolutions),
-            dropout=dropout,
-            channel_mult=channel_mult,
-            num_heads=num_heads,
-            num_head_channels=num_head_channels,
-            num_heads_upsample=num_heads_upsample,
-            use_scale_shift_norm=use_scale_shift_norm,
-            resblock_updown=resblock_updown,
-            use_checkpoint=False,  # set below, once the transformer exists
-            encoder_channels=xf_width or None,
-        )
+        super().__init__(**_unet_arguments(self.config))
         self.image_size, self.text_ctx, self.xf_width = image_size, text_ctx, xf_width
         self.xf_padding, self.inpaint, self.super_res = xf_padding, inpaint, super_res
         self.noise_cond_aug, self.instruct = noise_cond_aug, instruct
         if xf_width:
-            self.transformer = Transformer(xf_width, xf_layers, xf_heads)
-            self.final_ln = LayerNorm32(xf_width) if xf_final_ln else None
-            self.token_embedding = nn.Embedding(vocab_size, xf_width)
-            self.positional_embedding = nn.Parameter(torch.empty(text_ctx, xf_width))
-            if xf_padding:
-                self.padding_embedding = nn.Parameter(torch.empty(text_ctx, xf_width))
-            self.transformer_proj = nn.Linear(xf_width, 4 * num_channels)
-            nn.init.normal_(self.token_embedding.weight, std=0.02)
-            nn.init.normal_(self.positional_embedding, std=0.01)
-            if xf_padding:
-                nn.init.normal_(self.padding_embedding, std=0.01)
+            self._build_text_encoder(xf_layers, xf_heads, xf_final_ln, vocab_size, num_channels)
         if noise_cond_aug:  # Imagen's augmentation level, embedded like a second timestep
             self.aug_embed = nn.Sequential(
                 nn.Linear(num_channels, 4 * num_channels),
@@ -135,6 +131,24 @@ class Text2ImUNet(UNetModel):
                 nn.Linear(4 * num_channels, 4 * num_channels),
             )
         self.set_checkpointing(use_checkpoint)
+
+    def _build_text_encoder(
+        self, layers: int, heads: int, final_ln: bool, vocab_size: int, num_channels: int
+    ) -> None:
+        """The caption transformer, its embeddings and the projection into the timestep
+        embedding (``self.xf_width`` wide, ``self.text_ctx`` tokens)."""
+        width, ctx = self.xf_width, self.text_ctx
+        self.transformer = Transformer(width, layers, heads)
+        self.final_ln = LayerNorm32(width) if final_ln else None
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(ctx, width))
+        if self.xf_padding:
+            self.padding_embedding = nn.Parameter(torch.empty(ctx, width))
+        self.transformer_proj = nn.Linear(width, 4 * num_channels)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        if self.xf_padding:
+            nn.init.normal_(self.padding_embedding, std=0.01)
 
     TEXT_ENCODER_PREFIXES = (
         "token_embedding.",
