@@ -8,6 +8,9 @@ output_blocks, out), so those state dicts load with strict=True.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -180,6 +183,20 @@ class TimestepSequential(nn.Sequential):
         return x
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """How a UNet's levels are laid out, and its block builders (``res``, ``attn``)."""
+
+    model_channels: int
+    num_res_blocks: int
+    attention_ds: tuple[int, ...]
+    channel_mult: tuple[int, ...]
+    resblock_updown: bool
+    conv_resample: bool
+    res: Callable[..., nn.Module]
+    attn: Callable[..., nn.Module]
+
+
 class UNetModel(nn.Module):
     """ADM UNet. attention_ds holds downsample factors (image_size // resolution) with attention.
 
@@ -220,45 +237,65 @@ class UNetModel(nn.Module):
         def attn(c, heads):
             return AttentionBlock(c, heads, num_head_channels, encoder_channels)
 
-        ch = int(channel_mult[0] * model_channels)
-        self.input_blocks = nn.ModuleList(
-            [TimestepSequential(nn.Conv2d(in_channels, ch, 3, padding=1))]
-        )
-        skip_chans, ds = [ch], 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers = [res(ch, mult * model_channels)]
-                ch = mult * model_channels
-                if ds in attention_ds:
-                    layers.append(attn(ch, num_heads))
-                self.input_blocks.append(TimestepSequential(*layers))
-                skip_chans.append(ch)
-            if level != len(channel_mult) - 1:
-                down = res(ch, down=True) if resblock_updown else Downsample(ch, conv_resample)
-                self.input_blocks.append(TimestepSequential(down))
-                skip_chans.append(ch)
-                ds *= 2
-
+        layout = _Layout(model_channels, num_res_blocks, tuple(attention_ds), tuple(channel_mult),
+                         resblock_updown, conv_resample, res, attn)  # fmt: skip
+        ch, skip_chans, ds = self._build_input_blocks(layout, in_channels, num_heads)
         self.middle_block = TimestepSequential(res(ch), attn(ch, num_heads), res(ch))
-
-        self.output_blocks = nn.ModuleList()
-        for level, mult in list(enumerate(channel_mult))[::-1]:
-            for i in range(num_res_blocks + 1):
-                layers = [res(ch + skip_chans.pop(), mult * model_channels)]
-                ch = mult * model_channels
-                if ds in attention_ds:
-                    layers.append(attn(ch, num_heads_upsample))
-                if level and i == num_res_blocks:
-                    layers.append(
-                        res(ch, up=True) if resblock_updown else Upsample(ch, conv_resample)
-                    )
-                    ds //= 2
-                self.output_blocks.append(TimestepSequential(*layers))
-
+        ch = self._build_output_blocks(layout, ch, skip_chans, ds, num_heads_upsample)
         self.out = nn.Sequential(
             normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
         )
         self.set_checkpointing(use_checkpoint)
+
+    def _build_input_blocks(
+        self, layout: _Layout, in_channels: int, num_heads: int
+    ) -> tuple[int, list[int], int]:
+        """The encoder half: per level ``num_res_blocks`` res blocks (with attention at the
+        attention resolutions), then a downsample. Returns (channels, skip channels, ds)."""
+        ch = int(layout.channel_mult[0] * layout.model_channels)
+        self.input_blocks = nn.ModuleList(
+            [TimestepSequential(nn.Conv2d(in_channels, ch, 3, padding=1))]
+        )
+        skip_chans, ds = [ch], 1
+        for level, mult in enumerate(layout.channel_mult):
+            for _ in range(layout.num_res_blocks):
+                layers = [layout.res(ch, mult * layout.model_channels)]
+                ch = mult * layout.model_channels
+                if ds in layout.attention_ds:
+                    layers.append(layout.attn(ch, num_heads))
+                self.input_blocks.append(TimestepSequential(*layers))
+                skip_chans.append(ch)
+            if level != len(layout.channel_mult) - 1:
+                down = (
+                    layout.res(ch, down=True)
+                    if layout.resblock_updown
+                    else Downsample(ch, layout.conv_resample)
+                )
+                self.input_blocks.append(TimestepSequential(down))
+                skip_chans.append(ch)
+                ds *= 2
+        return ch, skip_chans, ds
+
+    def _build_output_blocks(
+        self, layout: _Layout, ch: int, skip_chans: list[int], ds: int, num_heads: int
+    ) -> int:
+        """The decoder half, consuming the skip connections in reverse; returns its channels."""
+        self.output_blocks = nn.ModuleList()
+        for level, mult in list(enumerate(layout.channel_mult))[::-1]:
+            for i in range(layout.num_res_blocks + 1):
+                layers = [layout.res(ch + skip_chans.pop(), mult * layout.model_channels)]
+                ch = mult * layout.model_channels
+                if ds in layout.attention_ds:
+                    layers.append(layout.attn(ch, num_heads))
+                if level and i == layout.num_res_blocks:
+                    layers.append(
+                        layout.res(ch, up=True)
+                        if layout.resblock_updown
+                        else Upsample(ch, layout.conv_resample)
+                    )
+                    ds //= 2
+                self.output_blocks.append(TimestepSequential(*layers))
+        return ch
 
     def set_checkpointing(self, enabled: bool) -> None:
         """Gradient checkpointing of every res/attention block (and text transformer block)."""
