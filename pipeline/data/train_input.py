@@ -209,6 +209,21 @@ def _to_block(rows: list[dict[str, Any]], image_key: str, images: Sequence[str])
     return block
 
 
+def _check_images(
+    image_key: str, extra_images: Sequence[str], low_res_key: str, crop_size: int
+) -> None:
+    """Clear errors for image columns a training stream cannot make."""
+    for name in (image_key, *extra_images, *([low_res_key] if low_res_key else [])):
+        if name not in IMAGE_MEMBERS:
+            raise ValueError(f"unknown image {name!r}; expected one of {sorted(IMAGE_MEMBERS)}")
+    if low_res_key and low_res_key in (image_key, *extra_images):
+        raise ValueError(f"low_res_key {low_res_key!r} is already the image or an extra image")
+    if crop_size and not low_res_key:
+        raise ValueError(
+            "crop_size needs low_res_key: crops are taken of the (image, low_res) pair"
+        )
+
+
 def training_dataset(
     shard_dir: str | os.PathLike[str],
     split: str = "train",
@@ -239,19 +254,7 @@ def training_dataset(
     column; ``crop_size`` (high-res pixels, 0 = none) then crops both images alike. Ray must be
     initialised (:func:`pipeline.data.ray_session.init_ray`).
     """
-    import ray
-
-    from pipeline.data.ray_session import configure_data_context
-
-    for name in (image_key, *extra_images, *([low_res_key] if low_res_key else [])):
-        if name not in IMAGE_MEMBERS:
-            raise ValueError(f"unknown image {name!r}; expected one of {sorted(IMAGE_MEMBERS)}")
-    if low_res_key and low_res_key in (image_key, *extra_images):
-        raise ValueError(f"low_res_key {low_res_key!r} is already the image or an extra image")
-    if crop_size and not low_res_key:
-        raise ValueError(
-            "crop_size needs low_res_key: crops are taken of the (image, low_res) pair"
-        )
+    _check_images(image_key, extra_images, low_res_key, crop_size)
     if manifest is None:
         manifest = read_manifest(shard_dir, verify_sha256=verify_sha256)
     plan = epoch_plan(
@@ -265,21 +268,22 @@ def training_dataset(
         rank=rank,
         world_size=world_size,
     )
+    reader = dict(seed=seed, image_key=image_key, extra_images=tuple(extra_images),
+                  skip_corrupt=skip_corrupt, tally=tally, low_res_key=low_res_key,
+                  crop_size=int(crop_size))  # fmt: skip
+    return _ordered_rows(plan, reader)
+
+
+def _ordered_rows(plan: list[dict[str, Any]], reader: dict[str, Any]) -> Any:
+    """The Ray Dataset reading ``plan`` (one row per shard window) with
+    :func:`read_shard_rows` (``reader``: its keyword arguments), in plan order."""
+    import ray
+
+    from pipeline.data.ray_session import configure_data_context
+
     configure_data_context()
     ds = ray.data.from_items(plan, override_num_blocks=len(plan))
-    ds = ds.map_batches(
-        read_shard_rows,
-        batch_size=1,
-        fn_kwargs={
-            "seed": seed,
-            "image_key": image_key,
-            "extra_images": tuple(extra_images),
-            "skip_corrupt": skip_corrupt,
-            "tally": tally,
-            "low_res_key": low_res_key,
-            "crop_size": int(crop_size),
-        },
-    )
+    ds = ds.map_batches(read_shard_rows, batch_size=1, fn_kwargs=reader)
     ds.context.execution_options.preserve_order = True
     return ds
 
