@@ -25,12 +25,12 @@ from pipeline.data.synthetic_scenes import (
     GAP,
     SIZE_JITTER,
     SIZES,
-    _location,
-    _place,
-    _spec,
     describe_object,
+    location_candidates,
+    place_disc,
     relation_between,
     sample_scene,
+    scene_spec,
 )
 
 EDIT_KINDS = ("recolour", "reshape", "move", "add", "remove")
@@ -92,18 +92,18 @@ def is_held_out(edit: dict[str, Any], cfg: Any) -> bool:
     """
     kind, to = edit["kind"], edit["to"]
     if kind == "add":
-        return _held_out(kind, to["shape"], (to["shape"], to["colour"]), _spec(cfg))
-    return _held_out(kind, edit["from"]["shape"], to, _spec(cfg))
+        return _held_out(kind, to["shape"], (to["shape"], to["colour"]), scene_spec(cfg))
+    return _held_out(kind, edit["from"]["shape"], to, scene_spec(cfg))
 
 
-def _moved(obj: dict[str, Any], direction: str) -> tuple[float, float]:
+def moved_centre(obj: dict[str, Any], direction: str) -> tuple[float, float]:
     dx, dy = MOVE_DIRECTIONS[direction]
     return obj["x"] + dx * MOVE_DISTANCE, obj["y"] + dy * MOVE_DISTANCE
 
 
 def _room_to_move(scene: dict[str, Any], k: int, direction: str) -> bool:
     obj = scene["objects"][k]
-    (x, y), r = _moved(obj, direction), obj["radius"]
+    (x, y), r = moved_centre(obj, direction), obj["radius"]
     others = [o for j, o in enumerate(scene["objects"]) if j != k]
     inside = all(r + GAP <= v <= 1.0 - r - GAP for v in (x, y))
     return inside and all(np.hypot(x - o["x"], y - o["y"]) >= r + o["radius"] + GAP for o in others)
@@ -112,7 +112,7 @@ def _room_to_move(scene: dict[str, Any], k: int, direction: str) -> bool:
 def candidate_edits(scene: dict[str, Any], cfg: Any) -> list[Choice]:
     """Every edit the scene allows: new values keep each (shape, colour) unique, moved objects
     stay inside the image and clear of the others, and a removal leaves at least one object."""
-    spec = _spec(cfg)
+    spec = scene_spec(cfg)
     objects = scene["objects"]
     pairs = {(o["shape"], o["colour"]) for o in objects}
     out: list[Choice] = []
@@ -130,13 +130,13 @@ def in_split(choice: Choice, scene: dict[str, Any], cfg: Any) -> bool:
     """True when ``choice`` is a held-out combination (see :func:`is_held_out`)."""
     kind, k, value = choice
     shape = value[0] if kind == "add" else scene["objects"][k]["shape"]
-    return _held_out(kind, shape, value, _spec(cfg))
+    return _held_out(kind, shape, value, scene_spec(cfg))
 
 
 def _new_object(rng: np.random.Generator, scene: dict[str, Any], pair, spec) -> dict | None:
     size = min(spec["sizes"], key=SIZES.__getitem__)  # the smallest size finds room most often
     radius = SIZES[size] * float(rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER)) * spec["size_scale"]
-    pos = _place(rng, radius, scene["objects"])
+    pos = place_disc(rng, radius, scene["objects"])
     if pos is None:
         return None
     return {
@@ -152,7 +152,7 @@ def _still_true(scene: dict[str, Any]) -> dict[str, Any]:
         r for r in scene.get("relations", [])
         if r["relation"] in relation_between(objects[r["subject"]], objects[r["object"]])
     ]  # fmt: skip
-    if len(objects) != 1 or scene.get("location") not in _location(objects[0]):
+    if len(objects) != 1 or scene.get("location") not in location_candidates(objects[0]):
         scene["location"] = None
     return scene
 
@@ -171,7 +171,7 @@ def apply_edit(
     after = copy.deepcopy(scene)
     objects = after["objects"]
     if kind == "add":
-        new = _new_object(rng, scene, value, _spec(cfg))
+        new = _new_object(rng, scene, value, scene_spec(cfg))
         if new is None:
             return None
         objects.append(new)
@@ -186,7 +186,7 @@ def apply_edit(
         del objects[k]
         after["relations"] = []  # the caption's relation may name the removed object
     elif kind == "move":
-        objects[k]["x"], objects[k]["y"] = _moved(before, value)
+        objects[k]["x"], objects[k]["y"] = moved_centre(before, value)
     else:
         objects[k]["colour" if kind == "recolour" else "shape"] = value
     return _still_true(after), {"kind": kind, "object": k, "from": before, "to": value}
@@ -237,12 +237,17 @@ def edit_region(edit: dict[str, Any], resolution: int, margin_px: int = 1) -> np
     object's disc before and after, widened by ``margin_px`` for anti-aliasing."""
     discs = [edit["to"]] if edit["kind"] == "add" else [edit["from"]]
     if edit["kind"] == "move":
-        x, y = _moved(edit["from"], edit["to"])
+        x, y = moved_centre(edit["from"], edit["to"])
         discs.append(dict(edit["from"], x=x, y=y))
-    centres = (np.arange(resolution) + 0.5) / resolution
-    ys, xs = np.meshgrid(centres, centres, indexing="ij")
     mask = np.zeros((resolution, resolution), dtype=bool)
     for o in discs:
-        reach = o["radius"] + (margin_px + 0.5) * np.sqrt(2) / resolution
-        mask |= np.hypot(xs - o["x"], ys - o["y"]) <= reach
+        mask |= disc_mask(o, resolution, (margin_px + 0.5) * np.sqrt(2))
     return mask
+
+
+def disc_mask(obj: dict[str, Any], size: int, extra_px: float) -> np.ndarray:
+    """Boolean [size, size]: the pixels whose centres lie within ``obj``'s disc widened by
+    ``extra_px`` pixels."""
+    centres = (np.arange(size) + 0.5) / size
+    ys, xs = np.meshgrid(centres, centres, indexing="ij")
+    return np.hypot(xs - obj["x"], ys - obj["y"]) <= obj["radius"] + extra_px / size

@@ -74,7 +74,7 @@ RELATION_PHRASES = {
 LOCATION_PHRASES = ("on the left", "on the right", "at the top", "at the bottom")
 
 
-def _spec(cfg: Any) -> dict[str, Any]:
+def scene_spec(cfg: Any) -> dict[str, Any]:
     """Read and check the config section once: a dataclass or OmegaConf node (attribute access),
     or a plain dict such as ``OmegaConf.to_container(section)``."""
 
@@ -117,7 +117,7 @@ def _spec(cfg: Any) -> dict[str, Any]:
     return spec
 
 
-def _place(rng: np.random.Generator, radius: float, placed: list[dict[str, Any]]):
+def place_disc(rng: np.random.Generator, radius: float, placed: list[dict[str, Any]]):
     """Rejection-sample a centre for a disc of ``radius`` clear of ``placed``; None on failure."""
     lo, hi = radius + GAP, 1.0 - radius - GAP
     for _ in range(PLACEMENT_TRIES):
@@ -144,7 +144,7 @@ def relation_between(subject: dict[str, Any], obj: dict[str, Any]) -> list[str]:
     return out
 
 
-def _location(obj: dict[str, Any]) -> list[str]:
+def location_candidates(obj: dict[str, Any]) -> list[str]:
     cands = []
     if obj["x"] < 0.5 - LOCATION_MARGIN:
         cands.append("on the left")
@@ -170,7 +170,7 @@ def sample_scene(index: int, seed: int, cfg: Any) -> dict[str, Any]:
     index, seed = int(index), int(seed)
     if index < 0 or seed < 0:
         raise ValueError(f"index and seed must be non-negative, got index={index}, seed={seed}")
-    spec = _spec(cfg)
+    spec = scene_spec(cfg)
     rng = np.random.default_rng([seed, index])
 
     n = int(rng.integers(spec["min_objects"], spec["max_objects"] + 1))
@@ -187,10 +187,10 @@ def sample_scene(index: int, seed: int, cfg: Any) -> dict[str, Any]:
         size = spec["sizes"][int(rng.integers(len(spec["sizes"])))]
         factor = float(rng.uniform(1.0 - SIZE_JITTER, 1.0 + SIZE_JITTER)) * spec["size_scale"]
         radius = SIZES[size] * factor
-        pos = _place(rng, radius, objects)
+        pos = place_disc(rng, radius, objects)
         if pos is None and size != small:  # crowded: try the smallest size instead
             size, radius = small, SIZES[small] * factor
-            pos = _place(rng, radius, objects)
+            pos = place_disc(rng, radius, objects)
         if pos is None:  # still no room: the scene gets fewer objects (min_objects permitting)
             if len(objects) >= spec["min_objects"]:
                 break
@@ -217,7 +217,7 @@ def sample_scene(index: int, seed: int, cfg: Any) -> dict[str, Any]:
             rel = cands[int(rng.integers(len(cands)))]
             relations.append({"subject": i, "relation": rel, "object": j})
     elif len(objects) == 1 and rng.random() < LOCATION_PROBABILITY:
-        cands = _location(objects[0])
+        cands = location_candidates(objects[0])
         if cands:
             location = cands[int(rng.integers(len(cands)))]
     return {

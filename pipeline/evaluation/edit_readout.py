@@ -21,16 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.scene_edits import _moved, edit_region
+from pipeline.data.scene_edits import disc_mask, edit_region, moved_centre
 from pipeline.data.synthetic_scenes import BACKGROUNDS
 from pipeline.evaluation.scene_readout import read_object
 
 
 def _disc(obj: dict[str, Any], size: int, margin_px: float = 1.0) -> np.ndarray:
-    centres = (np.arange(size) + 0.5) / size
-    ys, xs = np.meshgrid(centres, centres, indexing="ij")
-    reach = obj["radius"] + margin_px * np.sqrt(2) / size
-    return np.hypot(xs - obj["x"], ys - obj["y"]) <= reach
+    return disc_mask(obj, size, margin_px * np.sqrt(2))
 
 
 def _read_inside(image: np.ndarray, keep: np.ndarray, background: str) -> dict[str, Any] | None:
@@ -53,7 +50,7 @@ def edit_succeeded(image: np.ndarray, edit: dict[str, Any], source_scene: dict[s
     if kind == "remove":
         return at_old is None
     if kind == "move":
-        x, y = _moved(before, edit["to"])
+        x, y = moved_centre(before, edit["to"])
         at_new_disc = _disc(dict(before, x=x, y=y), size)
         at_new = _read_inside(image, at_new_disc, background)
         vacated = _read_inside(image, _disc(before, size) & ~at_new_disc, background)
