@@ -153,18 +153,7 @@ def _require(condition: bool, key: str, message: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Value and cross-section checks that the type system cannot express."""
     shard = cfg.shard
-    _require(
-        shard.source in ("synthetic", "folder", "webdataset"),
-        "shard.source",
-        f"must be synthetic, folder or webdataset, got {shard.source!r}",
-    )
-    _require(
-        shard.source == "synthetic" or bool(shard.input_path),
-        "shard.input_path",
-        f"required when shard.source is {shard.source!r}",
-    )
-    _require(shard.num_samples > 0, "shard.num_samples", "must be positive")
-    _require(0.0 <= shard.val_fraction < 1.0, "shard.val_fraction", "must be in [0, 1)")
+    _validate_source(shard, "shard")
     _require(shard.samples_per_shard > 0, "shard.samples_per_shard", "must be positive")
     _require(shard.base_resolution > 0, "shard.base_resolution", "must be positive")
     _require(
@@ -206,21 +195,26 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.ray.resource_timeout_s > 0, "ray.resource_timeout_s", "must be positive")
 
 
+def _validate_source(section: DictConfig, name: str) -> None:
+    """The input of a sharding stage (``shard`` or ``shard_edits``): source, path, counts."""
+    _require(
+        section.source in ("synthetic", "folder", "webdataset"),
+        f"{name}.source",
+        f"must be synthetic, folder or webdataset, got {section.source!r}",
+    )
+    _require(
+        section.source == "synthetic" or bool(section.input_path),
+        f"{name}.input_path",
+        f"required when {name}.source is {section.source!r}",
+    )
+    _require(section.num_samples > 0, f"{name}.num_samples", "must be positive")
+    _require(0.0 <= section.val_fraction < 1.0, f"{name}.val_fraction", "must be in [0, 1)")
+
+
 def _validate_edits(cfg: DictConfig) -> None:
     """The edit triples and the drop schedule of instruction-editing fine-tuning."""
     edits, train = cfg.shard_edits, cfg.finetune_instruct
-    _require(
-        edits.source in ("synthetic", "folder", "webdataset"),
-        "shard_edits.source",
-        f"must be synthetic, folder or webdataset, got {edits.source!r}",
-    )
-    _require(
-        edits.source == "synthetic" or bool(edits.input_path),
-        "shard_edits.input_path",
-        f"required when shard_edits.source is {edits.source!r}",
-    )
-    _require(edits.num_samples > 0, "shard_edits.num_samples", "must be positive")
-    _require(0.0 <= edits.val_fraction < 1.0, "shard_edits.val_fraction", "must be in [0, 1)")
+    _validate_source(edits, "shard_edits")
     known = ("recolour", "reshape", "move", "add", "remove")
     _require(
         len(edits.kinds) > 0 and all(kind in known for kind in edits.kinds),

@@ -61,19 +61,13 @@ def edit_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfig) -
     return [ex["base"] for ex in held_out_examples(shard_dir, count, manifest=manifest)]
 
 
-def upsample_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfig) -> list[Any]:
-    """Held-out ``{"base", "hires", "caption"}`` that a super-resolution stage's grids upsample."""
-    count = int(train.sample_images)
-    examples = held_out_examples(shard_dir, count, images=("base", "hires"), manifest=manifest)
-    return [{k: ex[k] for k in ("base", "hires", "caption")} for ex in examples]
-
-
-def instruct_sources(shard_dir: Path, manifest: dict[str, Any], train: DictConfig) -> list[Any]:
-    """Held-out ``{"source", "caption"}`` (image, instruction) that an instruction-editing
-    stage's grids edit."""
-    count = int(train.sample_images)
-    examples = held_out_examples(shard_dir, count, images=("source",), manifest=manifest)
-    return [{k: ex[k] for k in ("source", "caption")} for ex in examples]
+def grid_examples(
+    shard_dir: Path, manifest: dict[str, Any], count: int, images: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The first ``count`` held-out ``{<images>, "caption"}`` that a stage's grids start from:
+    ``("base", "hires")`` for super-resolution, ``("source",)`` for instruction editing."""
+    examples = held_out_examples(shard_dir, count, images=images, manifest=manifest)
+    return [{k: ex[k] for k in (*images, "caption")} for ex in examples]
 
 
 def input_images(model_kwargs: dict[str, Any], train: DictConfig) -> dict[str, Any]:
@@ -240,16 +234,20 @@ def _run_identity(
 def _grid_sources(
     shard_dir: Path, manifest: dict[str, Any], train: DictConfig, model_kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    """The held-out images the sample grids edit (inpainting) or upsample (super-resolution),
-    as the :class:`TrainJob`'s ``edit_sources`` and ``upsample_sources`` (empty where unused)."""
+    """The held-out images the sample grids edit (inpainting, instruction editing) or upsample
+    (super-resolution), as the :class:`TrainJob`'s ``*_sources`` (empty where unused)."""
     return {
         "edit_sources": edit_sources(shard_dir, manifest, train)
         if model_kwargs.get("inpaint")
         else [],
-        "upsample_sources": upsample_sources(shard_dir, manifest, train)
+        "upsample_sources": grid_examples(
+            shard_dir, manifest, int(train.sample_images), ("base", "hires")
+        )
         if model_kwargs.get("super_res")
         else [],
-        "instruct_sources": instruct_sources(shard_dir, manifest, train)
+        "instruct_sources": grid_examples(
+            shard_dir, manifest, int(train.sample_images), ("source",)
+        )
         if model_kwargs.get("instruct")
         else [],
     }

@@ -62,6 +62,10 @@ def test_cli_profile_overrides_params_profile(tmp_path):
         ("train_upsampler.cpus_per_worker=0", "train_upsampler.cpus_per_worker"),
         ("train_noised_clip.strategy=fsdp", "train_noised_clip.strategy"),
         ("ray.resource_timeout_s=0", "ray.resource_timeout_s"),
+        ("shard_edits.source=ftp", "shard_edits.source"),
+        ("shard_edits.source=folder", "shard_edits.input_path"),
+        ("shard_edits.kinds=[recolor]", "shard_edits.kinds"),
+        ("finetune_instruct.joint_drop_prob=0.95", "finetune_instruct.image_drop_prob"),
         ("profile=huge", "profile"),
     ],
 )
