@@ -55,15 +55,15 @@ def edit_sweep(
     scales: Sequence[tuple[float, float]],
 ) -> dict[tuple[float, float], dict[str, np.ndarray]]:
     """Per (s_I, s_T): the per-triple read-out of one edit per triple (``triples``: dicts with
-    ``source`` uint8 [H, W, 3], ``caption`` (the instruction) and ``meta`` (edit, source scene))."""
+    ``source`` uint8 [H, W, 3], ``caption`` (the instruction) and ``meta`` (edit, source scene)),
+    all triples in one sampling call per setting (``settings.batch_size`` per network batch)."""
+    instructions = [t["caption"] for t in triples]
+    sources = torch.from_numpy(np.stack([t["source"] for t in triples]))
     out = {}
     for image_scale, text_scale in scales:
-        edits = [
-            sample_instruct_edit(sampler, [t["caption"]], torch.from_numpy(t["source"]), settings,
-                                 image_guidance=image_scale, guidance=text_scale)[0].numpy()
-            for t in triples
-        ]  # fmt: skip
-        out[(float(image_scale), float(text_scale))] = read_edits(np.stack(edits), triples)
+        edits = sample_instruct_edit(sampler, instructions, sources, settings,
+                                     image_guidance=image_scale, guidance=text_scale)  # fmt: skip
+        out[(float(image_scale), float(text_scale))] = read_edits(edits.numpy(), triples)
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from pipeline.diffusion import SamplerSettings
@@ -28,10 +29,11 @@ def check_instruct_inputs(
             "trained by the finetune_instruct stage (models/instruct.pt)"
         )
     size = int(sampler.model.image_size)
-    if tuple(image.shape[:2]) != (size, size):
-        raise ValueError(
-            f"the image is {image.shape[1]}x{image.shape[0]}; the model works at {size}x{size}"
-        )
+    height, width = image.shape[-3:-1]
+    if (height, width) != (size, size):
+        raise ValueError(f"the image is {width}x{height}; the model works at {size}x{size}")
+    if image.ndim == 4 and image.shape[0] != len(instructions):
+        raise ValueError(f"{image.shape[0]} images for {len(instructions)} instructions")
     if not instructions or any(not text.strip() for text in instructions):
         raise ValueError("an edit needs a non-empty instruction")
 
@@ -45,7 +47,8 @@ def sample_instruct_edit(
     image_guidance: float = 1.5,
     guidance: float = 7.5,
 ) -> Tensor:
-    """Edit ``image`` (uint8 [H, W, 3]) once per instruction; returns uint8 [N, H, W, 3].
+    """Edit ``image`` (uint8 [H, W, 3], or [N, H, W, 3]: one per instruction) once per
+    instruction; returns uint8 [N, H, W, 3].
 
     ``image_guidance`` s_I and ``guidance`` s_T: eps = eps(0, 0) + s_I (eps(I, 0) - eps(0, 0))
     + s_T (eps(I, T) - eps(I, 0)); s_I = s_T = 1 samples the conditioned model alone.
@@ -54,6 +57,10 @@ def sample_instruct_edit(
     conditioning = Conditioning(
         guidance_scale=guidance,
         image_guidance_scale=image_guidance,
-        image_inputs={"source_image": to_model_image(image)},
+        image_inputs={
+            "source_image": torch.cat(
+                [to_model_image(i) for i in image.reshape(-1, *image.shape[-3:])]
+            )
+        },
     )
     return to_uint8(sample_images(sampler, list(instructions), settings, conditioning))

@@ -76,3 +76,19 @@ def test_unusable_inputs_are_refused_with_clear_errors(text2im, instruct_model):
         sample_instruct_edit(
             instruct_model, ["make it blue"], torch.zeros(8, 8, 3, dtype=torch.uint8), DDIM4
         )
+
+
+def test_one_image_per_instruction_reaches_its_row(instruct_model, monkeypatch):
+    calls = []
+    network = instruct_model.model
+    original_forward = network.forward
+    monkeypatch.setattr(
+        network, "forward", lambda *a, **kw: calls.append(kw) or original_forward(*a, **kw)
+    )
+    images = torch.stack([_image(2), _image(3)])
+    sample_instruct_edit(instruct_model, ["make it blue", "add a star"], images, DDIM4)
+    expected = images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    source = calls[0]["source_image"]  # [(I, T) x 2; (I, 0) x 2; (0, 0) x 2]
+    assert torch.allclose(source[:2], expected) and torch.allclose(source[2:4], expected)
+    with pytest.raises(ValueError, match="2 images for 3 instructions"):
+        sample_instruct_edit(instruct_model, ["a", "b", "c"], images, DDIM4)
