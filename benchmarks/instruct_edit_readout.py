@@ -10,26 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 SCALES = [(1.5, 7.5), (1.0, 7.5), (3.0, 7.5), (1.5, 1.0), (1.5, 3.0)]
-
-
-def held_out_triples(shards: str, count: int) -> list[dict]:
-    from pipeline.data.edit_shards import EDIT_MANIFEST_FORMAT
-    from pipeline.data.manifest import read_manifest, split_shards
-    from pipeline.data.shard_reader import iter_shard_samples
-
-    manifest = read_manifest(shards, expected_format=EDIT_MANIFEST_FORMAT)
-    found = []
-    for shard in split_shards(manifest, "val"):
-        path = Path(shards) / shard["path"]
-        for s in iter_shard_samples(path, images=("source",), with_meta=True):
-            found.append({"source": s["source"], "caption": s["caption"], "meta": s["meta"]})
-    return found[:count]
 
 
 def main() -> None:
@@ -41,11 +26,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
+    from pipeline.evaluation.edit_eval import PAPER_SCALES, edit_triples
     from pipeline.evaluation.edit_sweep import edit_sweep, instruct_claims, sweep_rows
     from pipeline.sampling import SamplerSettings, load_sampling_model
 
     torch.set_num_threads(args.threads)
-    triples = held_out_triples(args.shards, args.triples)
+    triples, why = edit_triples(args.shards, args.triples)
+    if why:
+        raise SystemExit(why)
     sampler = load_sampling_model(args.model, expect="instruct")
     began = time.perf_counter()
     swept = edit_sweep(sampler, triples, SamplerSettings(steps=args.steps, seed=0), SCALES)
@@ -59,7 +47,7 @@ def main() -> None:
         }
         print(json.dumps({"s_I": image_scale, "s_T": text_scale, "success_by_kind": by_kind,
                           "triples_by_kind": {k: kinds.count(k) for k in sorted(set(kinds))}}))  # fmt: skip
-    for claim in instruct_claims(swept, 0.95, 200, 0, 10):
+    for claim in instruct_claims(swept, 0.95, 200, 0, 10, prefer=PAPER_SCALES):
         print(json.dumps(claim.__dict__))
     print(json.dumps({"seconds": round(time.perf_counter() - began, 1)}))
 

@@ -309,6 +309,10 @@ class EvaluateConfig:
     inpaint_samples: int = 64
     inpaint_guidance: float = 5.0
     inpaint_band_width: int = 2  # pixels each side of the mask boundary
+    edit_triples: int = 48  # held-out triples of shard_edits.output_dir edited per setting; 0: none
+    edit_steps: str = "ddim25"  # the instruction-editing sweep's sampler
+    edit_image_guidance: list[float] = field(default_factory=lambda: [1.0, 1.5, 3.0])  # s_I
+    edit_guidance: list[float] = field(default_factory=lambda: [1.0, 7.5])  # s_T, x every s_I
     kid_subset_size: int = 100  # at most the number of samples
     kid_subsets: int = 50
     confidence: float = 0.95  # of every interval in the report and metrics/eval.json

@@ -18,9 +18,11 @@ def held_out_examples(
     split: str = "val",
     images: Sequence[str] = ("base",),
     manifest: dict[str, Any] | None = None,
+    with_meta: bool = False,
 ) -> list[dict[str, Any]]:
     """The first ``count`` samples of ``split`` in shard order: ``{"key", "caption", <image>:
-    uint8 HWC}``. Fewer when the split is smaller; a corrupt sample raises CorruptShardError."""
+    uint8 HWC}`` (plus ``"meta"``, the sample's JSON, with ``with_meta``). Fewer when the split
+    is smaller; a corrupt sample raises CorruptShardError."""
     manifest = manifest if manifest is not None else read_manifest(shard_dir)
     found: list[dict[str, Any]] = []
     for shard in split_shards(manifest, split):
@@ -28,7 +30,7 @@ def held_out_examples(
             break
         path = Path(shard_dir) / shard["path"]
         for sample in iter_shard_samples(
-            path, images=images, expected_samples=int(shard["num_samples"])
+            path, images=images, expected_samples=int(shard["num_samples"]), with_meta=with_meta
         ):
             found.append(sample)
             if len(found) >= count:

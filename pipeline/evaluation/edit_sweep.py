@@ -37,6 +37,11 @@ from pipeline.evaluation.uncertainty import (
 from pipeline.sampling.instruct_edit import sample_instruct_edit
 from pipeline.sampling.loading import SamplingModel
 
+CLAIM_STATEMENTS = {  # in axis order: s_I, s_T
+    "image_scale_preserves": "raising the image scale s_I preserves more and edits less",
+    "text_scale_edits": "raising the instruction scale s_T edits more",
+}
+
 
 def read_edits(edits: np.ndarray, triples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Per triple: ``success`` (0/1) and ``preservation_error`` of uint8 ``edits`` [N, H, W, 3]."""
@@ -55,15 +60,17 @@ def edit_sweep(
     scales: Sequence[tuple[float, float]],
 ) -> dict[tuple[float, float], dict[str, np.ndarray]]:
     """Per (s_I, s_T): the per-triple read-out of one edit per triple (``triples``: dicts with
-    ``source`` uint8 [H, W, 3], ``caption`` (the instruction) and ``meta`` (edit, source scene)),
-    all triples in one sampling call per setting (``settings.batch_size`` per network batch)."""
+    ``source`` uint8 [H, W, 3], ``caption`` (the instruction) and ``meta`` (edit, source scene))
+    and the ``edits`` (uint8 [N, H, W, 3]), all triples in one sampling call per setting
+    (``settings.batch_size`` per network batch)."""
     instructions = [t["caption"] for t in triples]
     sources = torch.from_numpy(np.stack([t["source"] for t in triples]))
     out = {}
     for image_scale, text_scale in scales:
         edits = sample_instruct_edit(sampler, instructions, sources, settings,
                                      image_guidance=image_scale, guidance=text_scale)  # fmt: skip
-        out[(float(image_scale), float(text_scale))] = read_edits(edits.numpy(), triples)
+        readout = read_edits(edits.numpy(), triples)
+        out[(float(image_scale), float(text_scale))] = {**readout, "edits": edits.numpy()}
     return out
 
 
@@ -108,13 +115,20 @@ def _verdict(point: float, low: float, high: float) -> tuple[str, str]:
     return verdict, f"{point:.3g} [{low:.3g}, {high:.3g}]"
 
 
-def _pair_along(per_setting: dict, axis: int) -> tuple[tuple, tuple] | None:
+def _pair_along(
+    per_setting: dict, axis: int, prefer: tuple[float, float] | None = None
+) -> tuple[tuple, tuple] | None:
     """The lowest and highest setting along ``axis`` (0: s_I, 1: s_T) with the other scale
-    fixed at the value swept most along it; None when no scale is swept."""
+    fixed at the value swept most along it (ties: the value nearest ``prefer``'s, else the
+    first); None when no scale is swept."""
     groups: dict[float, list[tuple[float, float]]] = {}
     for setting in per_setting:
         groups.setdefault(setting[1 - axis], []).append(setting)
-    fixed = max(groups.values(), key=len)
+    most = max(len(g) for g in groups.values())
+    candidates = [value for value, g in groups.items() if len(g) == most]
+    if prefer is not None:
+        candidates.sort(key=lambda value: abs(value - prefer[1 - axis]))
+    fixed = groups[candidates[0]]
     if len(fixed) < 2:
         return None
     ordered = sorted(fixed, key=lambda s: s[axis])
@@ -127,14 +141,13 @@ def instruct_claims(
     replicates: int,
     seed: int,
     min_samples: int,
+    prefer: tuple[float, float] | None = None,
 ) -> list[Claim]:
-    """InstructPix2Pix's two trade-off claims judged on paired per-triple differences."""
+    """InstructPix2Pix's two trade-off claims judged on paired per-triple differences, each
+    along one scale with the other fixed (ties broken towards ``prefer``'s (s_I, s_T))."""
     claims = []
-    for key, axis, statement in (
-        ("image_scale_preserves", 0, "raising the image scale s_I preserves more and edits less"),
-        ("text_scale_edits", 1, "raising the instruction scale s_T edits more"),
-    ):
-        pair = _pair_along(per_setting, axis)
+    for axis, (key, statement) in enumerate(CLAIM_STATEMENTS.items()):
+        pair = _pair_along(per_setting, axis, prefer)
         count = min((len(v["success"]) for v in per_setting.values()), default=0)
         if pair is None or count < min_samples:
             why = (
@@ -154,5 +167,6 @@ def instruct_claims(
         else:
             verdict, more_text = diff(high_s["success"], low_s["success"])
             evidence = f"edit success, s_T {pair[1][1]:g} minus {pair[0][1]:g}: {more_text}"
-        claims.append(Claim(key, statement, verdict, f"{evidence} ({count} triples)"))
+        other = f"s_T {pair[0][1]:g}" if axis == 0 else f"s_I {pair[0][0]:g}"
+        claims.append(Claim(key, statement, verdict, f"{evidence}, at {other} ({count} triples)"))
     return claims

@@ -70,6 +70,13 @@ def _eval_loop(config: dict[str, Any]) -> None:
     if truncations.count:
         print(f"[evaluate] rank {context.get_world_rank()}: {truncations.summary()}", flush=True)
     if context.get_world_rank() == 0:
+        if config.get("edit_triples"):
+            from pipeline.evaluation.edit_eval import sweep_on_worker
+
+            part, grid = sweep_on_worker(
+                settings, config["paths"]["instruct"], config["edit_triples"], device
+            )
+            module.results["instruct"], module.grids["instruct"] = part, grid
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / RESULTS).write_text(json.dumps(module.results))
             np.savez_compressed(Path(tmp) / GRIDS, **module.grids)
@@ -79,12 +86,17 @@ def _eval_loop(config: dict[str, Any]) -> None:
 
 
 def evaluate_on_ray(
-    settings: dict[str, Any], dataset: Any, model_paths: dict[str, str], work_dir: Path
+    settings: dict[str, Any],
+    dataset: Any,
+    model_paths: dict[str, str],
+    work_dir: Path,
+    edit_triples: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Evaluate on ``settings["num_workers"]`` Ray Train workers; return (figures, grids).
 
     ``model_paths``: ``cfg`` (required), ``upsampler``, ``inpaint``, ``noised_clip``,
-    ``eval_clip``, ``reference`` (a torch file of the cached reference features).
+    ``eval_clip``, ``instruct``, ``reference`` (a torch file of the cached reference features).
+    ``edit_triples``: held-out edit triples that rank 0 edits with ``instruct`` afterwards.
     ``settings["resource_timeout_s"]``: the longest wait for the workers to start.
     """
     import ray.train
@@ -101,7 +113,11 @@ def evaluate_on_ray(
         resources["GPU"] = 1.0
     trainer = TorchTrainer(
         _eval_loop,
-        train_loop_config={"settings": settings, "paths": model_paths},
+        train_loop_config={
+            "settings": settings,
+            "paths": model_paths,
+            "edit_triples": edit_triples or [],
+        },  # fmt: skip
         scaling_config=ray.train.ScalingConfig(
             num_workers=int(settings["num_workers"]),
             use_gpu=bool(settings["use_gpu"]),

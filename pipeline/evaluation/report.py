@@ -385,14 +385,21 @@ def _part_tables(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markdown_report(results: dict[str, Any], claims: list[Claim], context: dict[str, Any]) -> str:
-    """The human-readable report: claims first, then every figure with its interval and counts."""
+def markdown_report(
+    results: dict[str, Any],
+    claims: list[Claim],
+    context: dict[str, Any],
+    sections: list[str] | None = None,
+) -> str:
+    """The human-readable report: claims first, then every figure with its interval and counts
+    (``sections``: more lines, e.g. the instruction-editing part, before the closing note)."""
     lines = _header(results, context)
     lines += ["", "## GLIDE's claims", "", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {c.statement} | **{c.verdict}** | {c.evidence} |" for c in claims]
     lines += _sweep_table(results)
     lines += _caption_following(results, context)
     lines += _part_tables(results)
+    lines += sections or []
     lines += [
         "",
         "Small sample counts make FID biased upwards; compare runs at equal counts.",

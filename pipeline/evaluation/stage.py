@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.evaluation import edit_eval
 from pipeline.io import atomic_output_path, atomic_write_text
 
 READOUT_KEYS = ("colour_accuracy", "shape_accuracy", "both_accuracy")
@@ -90,6 +91,7 @@ def model_paths(cfg: DictConfig) -> dict[str, str]:
         "inpaint": str(cfg.finetune_inpaint.output),
         "noised_clip": str(cfg.train_noised_clip.output),
         "eval_clip": str(cfg.eval_clip.output),
+        "instruct": str(cfg.finetune_instruct.output),
     }
 
 
@@ -106,7 +108,7 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     for part in ("cascade", "inpainting"):
         for key, value in results.get(part, {}).items():
             out[f"{part}/{key}"] = float(value)
-    return out
+    return {**out, **edit_eval.flat_metrics(results)}
 
 
 def write_plots(results: dict[str, Any], plots_dir: Path) -> list[Path]:
@@ -121,7 +123,9 @@ def write_plots(results: dict[str, Any], plots_dir: Path) -> list[Path]:
         path = plots_dir / name
         atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
         written.append(path)
-    return written
+    path = plots_dir / edit_eval.PLOT_FILE
+    atomic_write_text(path, json.dumps(edit_eval.plot_rows(results), indent=2) + "\n")
+    return [*written, path]
 
 
 def grid_images(grids: dict[str, np.ndarray], results: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +140,13 @@ def grid_images(grids: dict[str, np.ndarray], results: dict[str, Any]) -> dict[s
         images = np.concatenate([images[:columns] for _, images in sweep])
         captions = [name for name, _ in sweep for _ in range(columns)]
         out["sweep"] = captioned_grid(images, captions, columns=columns, cell=64, caption_lines=1)
+    if "instruct" in grids and "instruct" in results:
+        settings = [f"s_I {r['image_guidance']:g} s_T {r['text_guidance']:g}"
+                    for r in results["instruct"]["rows"]]  # fmt: skip
+        columns = 1 + len(settings)
+        captions = (["input", *settings] * len(grids["instruct"]))[: len(grids["instruct"])]
+        out["instruct"] = captioned_grid(grids["instruct"], captions, columns=columns, cell=64,
+                                         caption_lines=2)  # fmt: skip
     for name in ("cascade", "inpaint_finetuned", "inpaint_replace"):
         if name in grids and len(grids[name]):
             images = grids[name]
@@ -143,6 +154,13 @@ def grid_images(grids: dict[str, np.ndarray], results: dict[str, Any]) -> dict[s
                 images, [name] * len(images), columns=len(images), cell=64, caption_lines=1
             )
     return out
+
+
+def edit_inputs(cfg: DictConfig, paths: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
+    """(held-out edit triples for the instruction-editing sweep, "") or ([], why none)."""
+    if "instruct" not in paths:
+        return [], f"no {cfg.finetune_instruct.output} (run the finetune_instruct stage)"
+    return edit_eval.edit_triples(cfg.shard_edits.output_dir, int(cfg.evaluate.edit_triples))
 
 
 def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
@@ -162,14 +180,24 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
     paths = existing_model_paths(model_paths(cfg))
     settings["scene_readout"] = scene_readout_palette(cfg, source)
     settings["resource_timeout_s"] = int(cfg.ray.resource_timeout_s)
+    triples, no_edits = edit_inputs(cfg, paths)
     with tempfile.TemporaryDirectory(prefix="glide-eval-") as tmp:
         reference_file = Path(tmp) / "reference.pt"
         save_reference(references, reference_file)
         paths["reference"] = str(reference_file)
-        results, grids = evaluate_on_ray(settings, evaluation_dataset(examples), paths, Path(tmp))
-    claims = check_claims(results)
+        results, grids = evaluate_on_ray(
+            settings, evaluation_dataset(examples), paths, Path(tmp), triples
+        )
+    if no_edits:
+        results["instruct_skipped"] = no_edits
+    claims = check_claims(results) + edit_eval.edit_claims(results)
     record = {
-        **{k: v for k, v in results.items() if k != "replicates"},  # per resample: too long
+        **{k: v for k, v in results.items() if k not in ("replicates", "instruct")},
+        **(
+            {"instruct": edit_eval.metrics_record(results["instruct"])}
+            if "instruct" in results
+            else {}
+        ),
         "num_samples": int(ev.num_samples),
         "data": data,
         "models": sorted(k for k in paths if k != "reference"),
@@ -187,7 +215,7 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
         "source": source,
         "mlflow_run_id": run.parent_run_id if run else "",
     }
-    report = markdown_report(results, claims, context)
+    report = markdown_report(results, claims, context, edit_eval.report_lines(results))
     atomic_write_text(ev.report, report)
     grid_files = []
     for name, image in grid_images(grids, results).items():

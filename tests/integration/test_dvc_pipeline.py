@@ -241,8 +241,11 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
         "cfg_beats_clip_guidance",
         "inpainter_beats_replacement",
         "upsampler_beats_bicubic",
+        "image_scale_preserves",
+        "text_scale_edits",
     }
-    # 8 samples (4 upsampled, 2 edits) are below evaluate.min_claim_samples: nothing decided
+    # 8 samples (4 upsampled, 2 inpainted, 4 instruction edits) are below
+    # evaluate.min_claim_samples: nothing decided
     assert set(record["claims"].values()) == {"not measurable"}
     for row in record["sweeps"]:
         assert row["fid_low"] <= row["fid"] <= row["fid_high"]  # both ends kept
@@ -252,8 +255,16 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
     assert "below evaluate.min_claim_samples=10" in report
     rows = json.loads((root / "plots/guidance_sweep_cfg.json").read_text())
     assert [r["scale"] for r in rows] == [1.0, 3.0]
+    # the instruction-editing sweep: 4 held-out triples at s_I 1 and 2 (s_T 3)
+    edits = json.loads((root / "plots/instruct_tradeoff.json").read_text())
+    assert [(r["image_guidance"], r["text_guidance"], r["triples"]) for r in edits] == [
+        (1.0, 3.0, 4),
+        (2.0, 3.0, 4),
+    ]
+    assert record["instruct"]["rows"] == edits and "per_triple" not in record["instruct"]
+    assert "## Instruction editing" in report and "| 2 | 3 |" in report
     plots = run([str(BIN / "dvc"), "plots", "show", "--json"], root)
-    assert "FID against CLIP score" in plots
+    assert "FID against CLIP score" in plots and "Preservation error against edit" in plots
 
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     eval_run = client.get_run(client.get_run(record["mlflow_run_id"]).info.run_id)
@@ -262,3 +273,5 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
     assert "cascade/psnr_bicubic" in parent.data.metrics
     logged = [a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")]
     assert "evaluation/eval.md" in logged and "evaluation/eval_sweep.png" in logged
+    assert "evaluation/eval_instruct.png" in logged
+    assert parent.data.metrics["instruct_2_3/edit_success"] == edits[1]["edit_success"]
