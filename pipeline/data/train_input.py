@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from pipeline.data.crops import crop_row
@@ -194,7 +195,7 @@ def read_shard_rows(
         if rows:
             yield _to_block(rows, image_key, columns)
         if counter.count and tally is not None:
-            tally.record.remote(counter.events)
+            ray.get(tally.record.remote(counter.events))  # recorded before the rows count as read
 
 
 def _to_block(rows: list[dict[str, Any]], image_key: str, images: Sequence[str]):
@@ -277,7 +278,6 @@ def training_dataset(
 def _ordered_rows(plan: list[dict[str, Any]], reader: dict[str, Any]) -> Any:
     """The Ray Dataset reading ``plan`` (one row per shard window) with
     :func:`read_shard_rows` (``reader``: its keyword arguments), in plan order."""
-    import ray
 
     from pipeline.data.ray_session import configure_data_context
 
@@ -309,7 +309,6 @@ def _resolve_tokenizer(tokenizer: Any) -> Any:
 def _tokenize(
     batch: dict[str, np.ndarray], *, tokenizer: Any, text_ctx: int, keep_text: bool, tally: Any
 ):
-    import ray
 
     from pipeline.text import encode_batch, tokenize_batch
 
@@ -385,7 +384,6 @@ collate_to_torch = CollateToTorch()
 def corruption_tally() -> Any:
     """A Ray actor counting samples dropped as corrupt: ``ray.get(t.summary.remote())`` ->
     ``{"count": n, "events": [[shard, member, problem, samples], ...]}``."""
-    import ray
 
     @ray.remote(num_cpus=0)
     class CorruptionTally:
@@ -405,7 +403,6 @@ def caption_tally() -> Any:
     """A Ray actor counting the samples whose caption :func:`tokenize_captions` truncated, each
     once however many epochs read it: ``ray.get(t.summary.remote())`` -> ``(count, line)``,
     the line ("" when none) from ``pipeline.text.TruncationTally.summary``."""
-    import ray
 
     from pipeline.text import TruncationTally
 
