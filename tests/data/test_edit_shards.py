@@ -1,5 +1,6 @@
-"""Edit-triple shards: written on Ray Data, read back exactly, split by held-out combinations;
-users' own triples checked, skipped with their reasons, and written."""
+"""Edit-triple shards: written on Ray Data, read back exactly, split by held-out combinations,
+streamed for training and resumed mid-epoch; users' own triples checked, skipped with their
+reasons, and written."""
 
 import io
 import tarfile
@@ -14,6 +15,7 @@ from pipeline.data.manifest import read_manifest, split_shards
 from pipeline.data.scene_edits import edit_region, is_held_out
 from pipeline.data.shard_reader import iter_shard_samples
 from pipeline.data.synthetic_scenes import render_scene
+from pipeline.data.train_input import training_dataset
 
 CFG = SyntheticScenesConfig()
 
@@ -46,6 +48,15 @@ def test_triples_round_trip_exactly_with_held_out_edits_only_in_val(tmp_path):
             outside = ~edit_region(meta["edit"], 32)
             assert np.array_equal(sample["source"][outside], sample["edited"][outside])
             assert sample["caption"]  # the instruction
+    # finetune_instruct's stream (input_images): aligned pairs, a resume continues it exactly
+    stream = dict(image_key="edited", extra_images=("source",), seed=4, epoch=1)
+    full = training_dataset(tmp_path / "a", manifest=manifest, **stream).take_all()
+    resumed = training_dataset(tmp_path / "a", manifest=manifest, skip_samples=5, **stream)
+    tail = resumed.take_all()
+    assert len(full) == manifest["counts"]["train"] and len(tail) == len(full) - 5
+    for a, b in zip(full[5:], tail, strict=True):
+        assert a["key"] == b["key"] and a["caption"] == b["caption"]
+        assert np.array_equal(a["source"], b["source"]) and np.array_equal(a["image"], b["image"])
     again = build_edit_shards(tmp_path / "b", samples_per_shard=8, **args)
     assert [s["sha256"] for s in again["splits"]["train"]["shards"]] == [
         s["sha256"] for s in manifest["splits"]["train"]["shards"]

@@ -18,10 +18,9 @@ from tests.integration.conftest import run, stage_env
 # stage -> the models it trains: (model file, its config section, key in the metrics JSON).
 # pretrain_base and finetune_inpaint run the same module and loop as the upsampler on other data;
 # pretrain_base's resume is also killed twice with two workers in test_scale_out;
-# finetune_instruct reads the edit triples.
+# finetune_instruct is that loop again on triples, whose resumed stream test_edit_shards checks.
 STAGES = {
     "train_upsampler": [("models/upsampler.pt", "train_upsampler", None)],
-    "finetune_instruct": [("models/instruct.pt", "finetune_instruct", None)],
     "train_noised_clip": [
         ("models/noised_clip.pt", "train_noised_clip", "noised_clip"),
         ("models/eval_clip.pt", "eval_clip", "eval_clip"),
