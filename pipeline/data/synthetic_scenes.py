@@ -24,6 +24,7 @@ when the offset along the stated axis is large and dominant.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,52 @@ def location_candidates(obj: dict[str, Any]) -> list[str]:
     return cands
 
 
+def _pick(rng: np.random.Generator, choices: Sequence[Any]) -> Any:
+    return choices[int(rng.integers(len(choices)))]
+
+
+def _draw_object(
+    rng: np.random.Generator, spec: dict[str, Any], placed: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A new object whose (shape, colour) no ``placed`` object has, at a free place; when its
+    size does not fit, the smallest size; None when that does not fit either."""
+    used = {(o["shape"], o["colour"]) for o in placed}
+    while True:
+        shape, colour = _pick(rng, spec["shapes"]), _pick(rng, spec["colours"])
+        if (shape, colour) not in used:
+            break
+    size = _pick(rng, spec["sizes"])
+    factor = float(rng.uniform(1.0 - SIZE_JITTER, 1.0 + SIZE_JITTER)) * spec["size_scale"]
+    radius = SIZES[size] * factor
+    pos = place_disc(rng, radius, placed)
+    small = min(spec["sizes"], key=SIZES.__getitem__)
+    if pos is None and size != small:  # crowded: try the smallest size instead
+        size, radius = small, SIZES[small] * factor
+        pos = place_disc(rng, radius, placed)
+    if pos is None:
+        return None
+    return {"shape": shape, "colour": colour, "size": size, "x": pos[0], "y": pos[1],
+            "radius": radius, "say_size": bool(rng.random() < SAY_SIZE_PROBABILITY)}  # fmt: skip
+
+
+def _draw_relation_or_location(
+    rng: np.random.Generator, spec: dict[str, Any], objects: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The relations the caption states (at most one) and a one-object scene's location."""
+    relations: list[dict[str, Any]] = []
+    location = None
+    if len(objects) >= 2 and rng.random() < spec["relation_probability"]:
+        i, j = (int(v) for v in rng.choice(len(objects), size=2, replace=False))
+        cands = relation_between(objects[i], objects[j])
+        if cands:  # always true for non-overlapping discs, kept for safety
+            relations.append({"subject": i, "relation": _pick(rng, cands), "object": j})
+    elif len(objects) == 1 and rng.random() < LOCATION_PROBABILITY:
+        cands = location_candidates(objects[0])
+        if cands:
+            location = _pick(rng, cands)
+    return relations, location
+
+
 def sample_scene(index: int, seed: int, cfg: Any) -> dict[str, Any]:
     """Draw scene ``index`` of the dataset ``seed``: a JSON-serialisable dict of its attributes.
 
@@ -174,52 +221,16 @@ def sample_scene(index: int, seed: int, cfg: Any) -> dict[str, Any]:
     rng = np.random.default_rng([seed, index])
 
     n = int(rng.integers(spec["min_objects"], spec["max_objects"] + 1))
-    background = spec["backgrounds"][int(rng.integers(len(spec["backgrounds"])))]
-    small = min(spec["sizes"], key=SIZES.__getitem__)
-    used: set[tuple[str, str]] = set()
+    background = _pick(rng, spec["backgrounds"])
     objects: list[dict[str, Any]] = []
     for _ in range(n):
-        while True:
-            shape = spec["shapes"][int(rng.integers(len(spec["shapes"])))]
-            colour = spec["colours"][int(rng.integers(len(spec["colours"])))]
-            if (shape, colour) not in used:
-                break
-        size = spec["sizes"][int(rng.integers(len(spec["sizes"])))]
-        factor = float(rng.uniform(1.0 - SIZE_JITTER, 1.0 + SIZE_JITTER)) * spec["size_scale"]
-        radius = SIZES[size] * factor
-        pos = place_disc(rng, radius, objects)
-        if pos is None and size != small:  # crowded: try the smallest size instead
-            size, radius = small, SIZES[small] * factor
-            pos = place_disc(rng, radius, objects)
-        if pos is None:  # still no room: the scene gets fewer objects (min_objects permitting)
+        obj = _draw_object(rng, spec, objects)
+        if obj is None:  # no room: the scene gets fewer objects (min_objects permitting)
             if len(objects) >= spec["min_objects"]:
                 break
             raise RuntimeError(f"scene {index}: cannot place {n} objects; lower max_objects")
-        used.add((shape, colour))
-        objects.append(
-            {
-                "shape": shape,
-                "colour": colour,
-                "size": size,
-                "x": pos[0],
-                "y": pos[1],
-                "radius": radius,
-                "say_size": bool(rng.random() < SAY_SIZE_PROBABILITY),
-            }
-        )
-
-    relations: list[dict[str, Any]] = []
-    location = None
-    if len(objects) >= 2 and rng.random() < spec["relation_probability"]:
-        i, j = (int(v) for v in rng.choice(len(objects), size=2, replace=False))
-        cands = relation_between(objects[i], objects[j])
-        if cands:  # always true for non-overlapping discs, kept for safety
-            rel = cands[int(rng.integers(len(cands)))]
-            relations.append({"subject": i, "relation": rel, "object": j})
-    elif len(objects) == 1 and rng.random() < LOCATION_PROBABILITY:
-        cands = location_candidates(objects[0])
-        if cands:
-            location = cands[int(rng.integers(len(cands)))]
+        objects.append(obj)
+    relations, location = _draw_relation_or_location(rng, spec, objects)
     return {
         "index": index,
         "seed": seed,
