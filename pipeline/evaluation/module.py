@@ -104,44 +104,9 @@ class GlideEvaluationModule(pl.LightningModule):
         network = inception or load_fid_inception(self.settings.get("inception_weights") or None)
         self.inception = network.eval()  # run once per image batch; the metrics take features
         width = int(network.num_features)
-        n = int(self.settings["num_samples"])
-        kid_size = min(int(self.settings["kid_subset_size"]), n)
-        self.fid = nn.ModuleDict(
-            {c.name: fid_metric(FeaturePassthrough(width)) for c in self.conditions}
-        )
-        self.kid = nn.ModuleDict(
-            {
-                c.name: kid_metric(
-                    FeaturePassthrough(width), kid_size, int(self.settings["kid_subsets"])
-                )
-                for c in self.conditions
-            }
-        )
-        self.clip_score = nn.ModuleDict({c.name: ClipScore(eval_clip) for c in self.conditions})
-        readout = self.settings.get("scene_readout")  # the embedded scenes' colours and shapes
-        self.following = nn.ModuleDict(
-            {
-                c.name: CaptionFollowing(readout["colours"], readout["shapes"])
-                for c in self.conditions
-            }
-            if readout
-            else {}
-        )
-        self.cascade_fid = nn.ModuleDict()
-        self.psnr = nn.ModuleDict()
-        if "upsampler" in models and int(self.settings["cascade_samples"]):
-            names = ("cascade", "upsampler", "bicubic")
-            self.cascade_fid = nn.ModuleDict(
-                {k: fid_metric(FeaturePassthrough(width)) for k in names}
-            )
-            self.psnr = nn.ModuleDict({k: MeanMetric() for k in ("upsampler", "bicubic")})
-        self.band_error = nn.ModuleDict()
-        self.region_fid = nn.ModuleDict()
-        if "inpaint" in models and int(self.settings["inpaint_samples"]):
-            self.band_error = nn.ModuleDict({k: MeanMetric() for k in ("finetuned", "replace")})
-            self.region_fid = nn.ModuleDict(
-                {k: fid_metric(FeaturePassthrough(width)) for k in ("finetuned", "replace")}
-            )
+        self._add_sweep_metrics(width)
+        self._add_cascade_metrics(width, "upsampler" in models)
+        self._add_inpaint_metrics(width, "inpaint" in models)
         self.per_sample = nn.ModuleDict(
             {
                 name: PerSampleValues(self._value_shape(name, width))
@@ -150,6 +115,44 @@ class GlideEvaluationModule(pl.LightningModule):
         )
         self.grids: dict[str, np.ndarray] = {}
         self.results: dict[str, Any] = {}
+
+    def _add_sweep_metrics(self, width: int) -> None:
+        """FID, KID, CLIP score and (on the embedded scenes) caption following per condition."""
+        kid_size = min(int(self.settings["kid_subset_size"]), int(self.settings["num_samples"]))
+        subsets = int(self.settings["kid_subsets"])
+        names = [c.name for c in self.conditions]
+        self.fid = nn.ModuleDict({k: fid_metric(FeaturePassthrough(width)) for k in names})
+        self.kid = nn.ModuleDict(
+            {k: kid_metric(FeaturePassthrough(width), kid_size, subsets) for k in names}
+        )
+        self.clip_score = nn.ModuleDict({k: ClipScore(self.eval_clip) for k in names})
+        readout = self.settings.get("scene_readout")  # the embedded scenes' colours and shapes
+        self.following = nn.ModuleDict(
+            {k: CaptionFollowing(readout["colours"], readout["shapes"]) for k in names}
+            if readout
+            else {}
+        )
+
+    def _add_cascade_metrics(self, width: int, has_upsampler: bool) -> None:
+        """FID of the cascade, the upsampler and bicubic; PSNR of the last two (empty: no run)."""
+        self.cascade_fid = nn.ModuleDict()
+        self.psnr = nn.ModuleDict()
+        if has_upsampler and int(self.settings["cascade_samples"]):
+            names = ("cascade", "upsampler", "bicubic")
+            self.cascade_fid = nn.ModuleDict(
+                {k: fid_metric(FeaturePassthrough(width)) for k in names}
+            )
+            self.psnr = nn.ModuleDict({k: MeanMetric() for k in ("upsampler", "bicubic")})
+
+    def _add_inpaint_metrics(self, width: int, has_inpainter: bool) -> None:
+        """Boundary-band error and region FID of the inpainter and of replacement."""
+        self.band_error = nn.ModuleDict()
+        self.region_fid = nn.ModuleDict()
+        if has_inpainter and int(self.settings["inpaint_samples"]):
+            self.band_error = nn.ModuleDict({k: MeanMetric() for k in ("finetuned", "replace")})
+            self.region_fid = nn.ModuleDict(
+                {k: fid_metric(FeaturePassthrough(width)) for k in ("finetuned", "replace")}
+            )
 
     def _per_sample_names(self) -> list[str]:
         """What the bootstrap needs per sample: features and CLIP scores of every condition, the
