@@ -163,6 +163,30 @@ def edit_inputs(cfg: DictConfig, paths: dict[str, str]) -> tuple[list[dict[str, 
     return edit_eval.edit_triples(cfg.shard_edits.output_dir, int(cfg.evaluate.edit_triples))
 
 
+def metrics_record(
+    cfg: DictConfig, results: dict[str, Any], claims: list[Any], data: str, models: list[str]
+) -> dict[str, Any]:
+    """``metrics/eval.json``: the figures without bootstrap replicates or per-triple values,
+    the verdicts (their statements and evidence are in the report)."""
+    record = {k: v for k, v in results.items() if k not in ("replicates", "instruct")}
+    if "instruct" in results:
+        record["instruct"] = edit_eval.metrics_record(results["instruct"])
+    record.update(num_samples=int(cfg.evaluate.num_samples), data=data, models=models,
+                  claims={c.key: c.verdict for c in claims})  # fmt: skip
+    return record
+
+
+def write_grids(grids: dict[str, Any], results: dict[str, Any], plots_dir: Path) -> list[Path]:
+    """Each sample grid as ``<plots_dir>/eval_<name>.png``; returns the paths."""
+    paths = []
+    for name, image in grid_images(grids, results).items():
+        path = plots_dir / f"eval_{name}.png"
+        with atomic_output_path(path) as out:
+            image.save(out, format="PNG")
+        paths.append(path)
+    return paths
+
+
 def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
     """Evaluate the pipeline's models; write metrics, plots, grids and the report."""
     from pipeline.data import init_ray
@@ -191,19 +215,10 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
     if no_edits:
         results["instruct_skipped"] = no_edits
     claims = check_claims(results) + edit_eval.edit_claims(results)
-    record = {
-        **{k: v for k, v in results.items() if k not in ("replicates", "instruct")},
-        **(
-            {"instruct": edit_eval.metrics_record(results["instruct"])}
-            if "instruct" in results
-            else {}
-        ),
-        "num_samples": int(ev.num_samples),
-        "data": data,
-        "models": sorted(k for k in paths if k != "reference"),
-        "claims": {c.key: c.verdict for c in claims},  # statements and evidence: the report
-        "mlflow_run_id": run.run_id if run else "",
-    }
+    record = metrics_record(
+        cfg, results, claims, data, sorted(k for k in paths if k != "reference")
+    )
+    record["mlflow_run_id"] = run.run_id if run else ""
     atomic_write_text(ev.metrics, json.dumps(record, indent=2, sort_keys=True) + "\n")
     plot_files = write_plots(results, Path(ev.plots_dir))
     context = {
@@ -217,12 +232,7 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
     }
     report = markdown_report(results, claims, context, edit_eval.report_lines(results))
     atomic_write_text(ev.report, report)
-    grid_files = []
-    for name, image in grid_images(grids, results).items():
-        path = Path(ev.plots_dir) / f"eval_{name}.png"
-        with atomic_output_path(path) as out:
-            image.save(out, format="PNG")
-        grid_files.append(path)
+    grid_files = write_grids(grids, results, Path(ev.plots_dir))
     if run is not None:
         log_to_mlflow(run, results, [Path(ev.metrics), Path(ev.report), *plot_files, *grid_files])
     return record
