@@ -27,6 +27,7 @@ Other captions (three objects, two objects without a relation) are skipped.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -87,7 +88,8 @@ def _alternatives(words: Sequence[str]) -> str:
     return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
-def _pair_pattern(colours: Sequence[str], shapes: Sequence[str]) -> re.Pattern[str]:
+@functools.lru_cache(maxsize=8)
+def _pair_pattern(colours: tuple[str, ...], shapes: tuple[str, ...]) -> re.Pattern[str]:
     """The generator's two-object relation caption: ``<object> <relation phrase> <object>``,
     an object being ``a|an [size] colour shape`` (see synthetic_scenes.describe_object)."""
     phrase_of = r"an? (?:(?:{sizes}) )?(?P<{role}_colour>{colours}) (?P<{role}_shape>{shapes})"
@@ -108,7 +110,7 @@ def caption_pair(
     relation as synthetic_scenes.RELATION_PHRASES names it; size words are ignored). None for
     any other caption (one or three objects, two objects joined by "and", unknown words)."""
     text = " ".join(_WORD.findall(caption.lower()))
-    match = _pair_pattern(colours, shapes).fullmatch(text)
+    match = _pair_pattern(tuple(colours), tuple(shapes)).fullmatch(text)
     if match is None:
         return None
     relation_named = {phrase: name for name, phrase in RELATION_PHRASES.items()}
