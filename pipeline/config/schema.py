@@ -309,6 +309,7 @@ class EvaluateConfig:
     inpaint_samples: int = 64
     inpaint_guidance: float = 5.0
     inpaint_band_width: int = 2  # pixels each side of the mask boundary
+    pair_captions: int = 96  # held-out two-object relation captions sampled per cfg condition
     edit_triples: int = 48  # held-out triples of shard_edits.output_dir edited per setting; 0: none
     edit_steps: str = "ddim25"  # the instruction-editing sweep's sampler
     edit_image_guidance: list[float] = field(default_factory=lambda: [1.0, 1.5, 3.0])  # s_I

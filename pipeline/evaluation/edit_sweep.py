@@ -110,7 +110,8 @@ def paired_difference(
     return point, low, high
 
 
-def _verdict(point: float, low: float, high: float) -> tuple[str, str]:
+def paired_verdict(point: float, low: float, high: float) -> tuple[str, str]:
+    """(the verdict on a paired difference that should be positive, "point [low, high]")."""
     verdict = REPRODUCED if low > 0 else CONTRADICTED if high < 0 else INCONCLUSIVE
     return verdict, f"{point:.3g} [{low:.3g}, {high:.3g}]"
 
@@ -158,7 +159,7 @@ def instruct_claims(
             claims.append(Claim(key, statement, NOT_MEASURABLE, why))
             continue
         low_s, high_s = (per_setting[s] for s in pair)
-        diff = lambda a, b: _verdict(*paired_difference(a, b, confidence, replicates, seed))  # noqa: E731
+        diff = lambda a, b: paired_verdict(*paired_difference(a, b, confidence, replicates, seed))  # noqa: E731
         if axis == 0:
             kept, kept_text = diff(low_s["preservation_error"], high_s["preservation_error"])
             less, less_text = diff(low_s["success"], high_s["success"])

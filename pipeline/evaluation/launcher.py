@@ -70,6 +70,13 @@ def _eval_loop(config: dict[str, Any]) -> None:
     if truncations.count:
         print(f"[evaluate] rank {context.get_world_rank()}: {truncations.summary()}", flush=True)
     if context.get_world_rank() == 0:
+        if config.get("pair_captions"):
+            from pipeline.evaluation.pair_eval import sweep_on_worker as pair_sweep
+
+            part, grid = pair_sweep(
+                settings, module.sampling_models, config["pair_captions"], device
+            )
+            module.results["pairs"], module.grids["pairs"] = part, grid
         if config.get("edit_triples"):
             from pipeline.evaluation.edit_eval import sweep_on_worker
 
@@ -91,12 +98,14 @@ def evaluate_on_ray(
     model_paths: dict[str, str],
     work_dir: Path,
     edit_triples: list[dict[str, Any]] | None = None,
+    pair_captions: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Evaluate on ``settings["num_workers"]`` Ray Train workers; return (figures, grids).
 
     ``model_paths``: ``cfg`` (required), ``upsampler``, ``inpaint``, ``noised_clip``,
     ``eval_clip``, ``instruct``, ``reference`` (a torch file of the cached reference features).
     ``edit_triples``: held-out edit triples that rank 0 edits with ``instruct`` afterwards.
+    ``pair_captions``: held-out two-object captions that rank 0 samples at every cfg condition.
     ``settings["resource_timeout_s"]``: the longest wait for the workers to start.
     """
     import ray.train
@@ -117,6 +126,7 @@ def evaluate_on_ray(
             "settings": settings,
             "paths": model_paths,
             "edit_triples": edit_triples or [],
+            "pair_captions": pair_captions or [],
         },  # fmt: skip
         scaling_config=ray.train.ScalingConfig(
             num_workers=int(settings["num_workers"]),

@@ -12,11 +12,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.evaluation import edit_eval
+from pipeline.evaluation import edit_eval, pair_eval
 from pipeline.io import atomic_output_path, atomic_write_text
 
 READOUT_KEYS = ("colour_accuracy", "shape_accuracy", "both_accuracy")
 PLOT_FILES = {"cfg": "guidance_sweep_cfg.json", "clip": "guidance_sweep_clip.json"}
+
+
+def data_dir(cfg: DictConfig) -> Path:
+    """Where the evaluation captions and images are: ``evaluate.shard_dir`` or the pipeline's."""
+    return Path(cfg.evaluate.shard_dir or cfg.shard.output_dir)
 
 
 def evaluation_examples(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, str]:
@@ -28,7 +33,7 @@ def evaluation_examples(cfg: DictConfig) -> tuple[list[dict[str, Any]], str, str
     from pipeline.data.examples import held_out_examples
 
     ev = cfg.evaluate
-    shard_dir = Path(ev.shard_dir or cfg.shard.output_dir)
+    shard_dir = data_dir(cfg)
     manifest = read_manifest(shard_dir)
     examples = held_out_examples(
         shard_dir,
@@ -108,11 +113,12 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     for part in ("cascade", "inpainting"):
         for key, value in results.get(part, {}).items():
             out[f"{part}/{key}"] = float(value)
-    return {**out, **edit_eval.flat_metrics(results)}
+    return {**out, **edit_eval.flat_metrics(results), **pair_eval.flat_metrics(results)}
 
 
 def write_plots(results: dict[str, Any], plots_dir: Path) -> list[Path]:
-    """DVC plot data: one JSON file per guidance kind (rows: scale, FID, KID, CLIP score)."""
+    """DVC plot data: one JSON file per guidance kind (rows: scale, FID, KID, CLIP score), the
+    instruction-editing trade-off and the two-object rates."""
     written = []
     for kind, name in PLOT_FILES.items():
         rows = [
@@ -123,9 +129,12 @@ def write_plots(results: dict[str, Any], plots_dir: Path) -> list[Path]:
         path = plots_dir / name
         atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
         written.append(path)
-    path = plots_dir / edit_eval.PLOT_FILE
-    atomic_write_text(path, json.dumps(edit_eval.plot_rows(results), indent=2) + "\n")
-    return [*written, path]
+    for name, rows in ((edit_eval.PLOT_FILE, edit_eval.plot_rows(results)),
+                       (pair_eval.PLOT_FILE, pair_eval.plot_rows(results))):  # fmt: skip
+        path = plots_dir / name
+        atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
+        written.append(path)
+    return written
 
 
 def grid_images(grids: dict[str, np.ndarray], results: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +156,12 @@ def grid_images(grids: dict[str, np.ndarray], results: dict[str, Any]) -> dict[s
         captions = (["input", *settings] * len(grids["instruct"]))[: len(grids["instruct"])]
         out["instruct"] = captioned_grid(grids["instruct"], captions, columns=columns, cell=64,
                                          caption_lines=2)  # fmt: skip
+    if "pairs" in grids and "pairs" in results:
+        names = [f"{r['guidance']}_{r['scale']:g}" for r in results["pairs"]["rows"]]
+        shown = results["pairs"]["captions"][: len(grids["pairs"]) // len(names)]
+        captions = [f"{name}: {caption}" for caption in shown for name in names]
+        out["pairs"] = captioned_grid(grids["pairs"], captions, columns=len(names), cell=64,
+                                      caption_lines=3)  # fmt: skip
     for name in ("cascade", "inpaint_finetuned", "inpaint_replace"):
         if name in grids and len(grids[name]):
             images = grids[name]
@@ -168,9 +183,11 @@ def metrics_record(
 ) -> dict[str, Any]:
     """``metrics/eval.json``: the figures without bootstrap replicates or per-triple values,
     the verdicts (their statements and evidence are in the report)."""
-    record = {k: v for k, v in results.items() if k not in ("replicates", "instruct")}
+    record = {k: v for k, v in results.items() if k not in ("replicates", "instruct", "pairs")}
     if "instruct" in results:
         record["instruct"] = edit_eval.metrics_record(results["instruct"])
+    if "pairs" in results:
+        record["pairs"] = pair_eval.metrics_record(results["pairs"])
     record.update(num_samples=int(cfg.evaluate.num_samples), data=data, models=models,
                   claims={c.key: c.verdict for c in claims})  # fmt: skip
     return record
@@ -205,16 +222,21 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
     settings["scene_readout"] = scene_readout_palette(cfg, source)
     settings["resource_timeout_s"] = int(cfg.ray.resource_timeout_s)
     triples, no_edits = edit_inputs(cfg, paths)
+    pairs, no_pairs = pair_eval.pair_captions(data_dir(cfg), str(ev.split),
+                                              int(ev.pair_captions), settings["scene_readout"])  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="glide-eval-") as tmp:
         reference_file = Path(tmp) / "reference.pt"
         save_reference(references, reference_file)
         paths["reference"] = str(reference_file)
         results, grids = evaluate_on_ray(
-            settings, evaluation_dataset(examples), paths, Path(tmp), triples
+            settings, evaluation_dataset(examples), paths, Path(tmp), triples, pairs
         )
     if no_edits:
         results["instruct_skipped"] = no_edits
-    claims = check_claims(results) + edit_eval.edit_claims(results)
+    if no_pairs:
+        results["pairs_skipped"] = no_pairs
+    claims = check_claims(results) + [pair_eval.pair_claim(results)]
+    claims += edit_eval.edit_claims(results)
     record = metrics_record(
         cfg, results, claims, data, sorted(k for k in paths if k != "reference")
     )
@@ -230,7 +252,8 @@ def run_evaluation(cfg: DictConfig, run: Any = None) -> dict[str, Any]:
         "source": source,
         "mlflow_run_id": run.parent_run_id if run else "",
     }
-    report = markdown_report(results, claims, context, edit_eval.report_lines(results))
+    sections = pair_eval.report_lines(results) + edit_eval.report_lines(results)
+    report = markdown_report(results, claims, context, sections)
     atomic_write_text(ev.report, report)
     grid_files = write_grids(grids, results, Path(ev.plots_dir))
     if run is not None:

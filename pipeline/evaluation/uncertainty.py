@@ -34,7 +34,7 @@ def wilson_interval(successes: int, trials: int, confidence: float) -> tuple[flo
     denominator = 1.0 + z * z / trials
     centre = (rate + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return (max(0.0, min(rate, centre - half)), min(1.0, max(rate, centre + half)))  # rounding
 
 
 def bootstrap_indices(num_samples: int, replicates: int, seed: int) -> Tensor:

@@ -33,6 +33,10 @@ def test_wilson_interval_known_values():
     low, high = wilson_interval(10, 10, 0.95)  # a perfect score still has an interval
     assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-4)
     assert wilson_interval(0, 0, 0.95)[0] != wilson_interval(0, 0, 0.95)[0]  # NaN: no trials
+    for trials in range(1, 60):  # the rate lies inside its interval, rounding included
+        for hits in (0, trials // 3, trials):
+            low, high = wilson_interval(hits, trials, 0.95)
+            assert low <= hits / trials <= high
 
 
 def test_bootstrap_spread_narrows_with_more_samples_and_holds_the_estimate():
