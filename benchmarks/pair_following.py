@@ -57,8 +57,10 @@ def main() -> None:
         "captions": captions,
         "seed": args.seed,
         "rows": sweep_rows(swept, 0.95),
-        "per_caption": {n: {k: v.tolist() for k, v in values.items() if k != "images"}
-                        for n, values in swept.items()},  # fmt: skip
+        "per_caption": {
+            n: {k: v.tolist() for k, v in values.items() if k != "images"}
+            for n, values in swept.items()
+        },  # fmt: skip
     }
     uncertainty = {"confidence": 0.95, "bootstrap_replicates": 1000, "min_claim_samples": 10}
     claim = pair_claim({"pairs": part, "uncertainty": uncertainty})

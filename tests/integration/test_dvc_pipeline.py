@@ -241,10 +241,11 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
         "cfg_beats_clip_guidance",
         "inpainter_beats_replacement",
         "upsampler_beats_bicubic",
+        "cfg_raises_pair_following",
         "image_scale_preserves",
         "text_scale_edits",
     }
-    # 8 samples (4 upsampled, 2 inpainted, 4 instruction edits) are below
+    # 8 samples (4 upsampled, 2 inpainted, 4 two-object captions, 4 instruction edits) are below
     # evaluate.min_claim_samples: nothing decided
     assert set(record["claims"].values()) == {"not measurable"}
     for row in record["sweeps"]:
@@ -263,6 +264,15 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
     ]
     assert record["instruct"]["rows"] == edits and "per_triple" not in record["instruct"]
     assert "## Instruction editing" in report and "| 2 | 3 |" in report
+    # the two-object sweep: 4 held-out relation captions, the base model and both cfg scales
+    pairs = json.loads((root / "plots/pair_sweep.json").read_text())
+    assert [(r["guidance"], r["scale"], r["captions"]) for r in pairs] == [
+        ("base", 1.0, 4),
+        ("cfg", 1.0, 4),
+        ("cfg", 3.0, 4),
+    ]
+    assert record["pairs"]["rows"] == pairs and "per_caption" not in record["pairs"]
+    assert "## Two-object compositions" in report and "4 captions < 10" in report
     plots = run([str(BIN / "dvc"), "plots", "show", "--json"], root)
     assert "FID against CLIP score" in plots and "Preservation error against edit" in plots
 
@@ -273,5 +283,6 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
     assert "cascade/psnr_bicubic" in parent.data.metrics
     logged = [a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")]
     assert "evaluation/eval.md" in logged and "evaluation/eval_sweep.png" in logged
-    assert "evaluation/eval_instruct.png" in logged
+    assert "evaluation/eval_instruct.png" in logged and "evaluation/eval_pairs.png" in logged
+    assert parent.data.metrics["pairs_cfg_3/all_rate"] == pairs[2]["all_rate"]
     assert parent.data.metrics["instruct_2_3/edit_success"] == edits[1]["edit_success"]
