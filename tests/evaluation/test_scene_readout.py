@@ -24,10 +24,12 @@ from pipeline.evaluation.scene_readout import (
     read_pair,
 )
 
+ONE_OBJECT = ["profile=mini", "shard.synthetic.min_objects=1", "shard.synthetic.max_objects=1"]
+
 
 @pytest.fixture(scope="module")
 def one_object_scenes():
-    syn = load_config(["profile=mini"], params_path=None).shard.synthetic
+    syn = load_config(ONE_OBJECT, params_path=None).shard.synthetic
     images, captions = [], []
     for index in range(60):
         image, caption, _ = generate_sample(index, 3, syn, 32)
@@ -211,7 +213,7 @@ def test_the_metric_sums_both_kinds_of_caption():
     images = [np.asarray(render_scene(scene, resolution)) for scene in scenes]
     captions = [caption_scene(scene) for scene in scenes]
     captions[0] = captions[1]  # a caption that the image does not follow
-    syn = load_config(["profile=mini"], params_path=None).shard.synthetic
+    syn = load_config(ONE_OBJECT, params_path=None).shard.synthetic
     one_object, caption, _ = generate_sample(0, 3, syn, resolution)
     images, captions = np.stack([*images, np.asarray(one_object)]), [*captions, caption]
     expected = caption_following(images, captions)
