@@ -159,18 +159,28 @@ def test_captions_are_read_only_when_the_sweep_can_run(tmp_path):
     assert found == [] and "not the embedded scenes" in why
 
 
-def test_captions_are_the_held_out_relation_captions_in_shard_order(tmp_path, ray_session):
-    from pipeline.data.examples import held_out_examples
-    from pipeline.data.sharding import build_shards
-    from tests.data.helpers import config
+def test_captions_are_the_held_out_relation_captions_in_shard_order(tmp_path):
+    import io
 
-    cfg = config(tmp_path, "shard.num_samples=40", "shard.samples_per_shard=8",
-                 "shard.val_fraction=0.5", "shard.synthetic.max_objects=2",
-                 "shard.synthetic.relation_probability=1.0")  # fmt: skip
-    build_shards(cfg, run_id="")
-    val = [e["caption"] for e in held_out_examples(tmp_path, 100, images=())]
-    relation = [c for c in val if " of " in c or " above " in c or " below " in c]
-    assert 2 <= len(relation) < len(val)  # one-object captions are left out
+    from PIL import Image
+
+    from pipeline.data.manifest import MANIFEST_FORMAT, write_manifest
+    from pipeline.data.shard_writer import ShardSample, write_shard
+
+    mixed = {**SCENES, "min_objects": 1}
+    scenes = [sample_scene(i, 3, mixed) for i in range(12)]
+    captions = [caption_scene(scene) for scene in scenes]
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG")
+    samples = [ShardSample(f"val-{i:03d}", png.getvalue(), png.getvalue(), c)
+               for i, c in enumerate(captions)]  # fmt: skip
+    info = write_shard(tmp_path / "val" / "shard-000000.tar", samples)
+    shard = {"path": "val/shard-000000.tar", "num_samples": info.num_samples,
+             "bytes": info.size_bytes, "sha256": info.sha256}  # fmt: skip
+    write_manifest(tmp_path, {"format": MANIFEST_FORMAT, "source": "synthetic",
+                              "splits": {"val": {"shards": [shard]}}})  # fmt: skip
+    relation = [caption_scene(scene) for scene in scenes if scene["relations"]]
+    assert 2 <= len(relation) < len(captions)  # one-object captions are left out
     found, why = pair_captions(tmp_path, "val", 2, PALETTE)
     assert why == "" and found == relation[:2]
     with pytest.raises(ValueError, match="lower evaluate.pair_captions"):
