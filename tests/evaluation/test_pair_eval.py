@@ -180,8 +180,8 @@ def test_captions_are_the_held_out_relation_captions_in_shard_order(tmp_path):
     write_manifest(tmp_path, {"format": MANIFEST_FORMAT, "source": "synthetic",
                               "splits": {"val": {"shards": [shard]}}})  # fmt: skip
     relation = [caption_scene(scene) for scene in scenes if scene["relations"]]
-    assert 2 <= len(relation) < len(captions)  # one-object captions are left out
-    found, why = pair_captions(tmp_path, "val", 2, PALETTE)
-    assert why == "" and found == relation[:2]
+    assert relation[3] != captions[3]  # one-object captions come between them
+    found, why = pair_captions(tmp_path, "val", 4, PALETTE)
+    assert why == "" and found == relation[:4]
     with pytest.raises(ValueError, match="lower evaluate.pair_captions"):
         pair_captions(tmp_path, "val", len(relation) + 1, PALETTE)
