@@ -46,7 +46,10 @@ def pair_captions(
         if caption_pair(e["caption"], palette["colours"], palette["shapes"])
     ]
     if not captions:
-        return [], f"{shard_dir}/{split} holds no two-object relation captions"
+        return [], (
+            f"{shard_dir}/{split} holds no two-object relation captions (scenes get them with "
+            "shard.synthetic.max_objects >= 2 and relation_probability > 0)"
+        )
     if len(captions) < count:
         raise ValueError(
             f"evaluate.pair_captions is {count} but {shard_dir}/{split} holds {len(captions)} "
