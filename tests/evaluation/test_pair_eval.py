@@ -159,7 +159,9 @@ def test_captions_are_read_only_when_the_sweep_can_run(tmp_path):
     assert found == [] and "not the embedded scenes" in why
 
 
-def test_captions_are_the_held_out_relation_captions_in_shard_order(tmp_path):
+def _write_val_shard(folder, captions):
+    """A real tar shard of ``captions`` (tiny blank images) and its manifest, as the shard stage
+    writes them."""
     import io
 
     from PIL import Image
@@ -167,21 +169,29 @@ def test_captions_are_the_held_out_relation_captions_in_shard_order(tmp_path):
     from pipeline.data.manifest import MANIFEST_FORMAT, write_manifest
     from pipeline.data.shard_writer import ShardSample, write_shard
 
-    mixed = {**SCENES, "min_objects": 1}
-    scenes = [sample_scene(i, 3, mixed) for i in range(12)]
-    captions = [caption_scene(scene) for scene in scenes]
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, format="PNG")
     samples = [ShardSample(f"val-{i:03d}", png.getvalue(), png.getvalue(), c)
                for i, c in enumerate(captions)]  # fmt: skip
-    info = write_shard(tmp_path / "val" / "shard-000000.tar", samples)
+    info = write_shard(folder / "val" / "shard-000000.tar", samples)
     shard = {"path": "val/shard-000000.tar", "num_samples": info.num_samples,
              "bytes": info.size_bytes, "sha256": info.sha256}  # fmt: skip
-    write_manifest(tmp_path, {"format": MANIFEST_FORMAT, "source": "synthetic",
-                              "splits": {"val": {"shards": [shard]}}})  # fmt: skip
+    write_manifest(folder, {"format": MANIFEST_FORMAT, "source": "synthetic",
+                            "splits": {"val": {"shards": [shard]}}})  # fmt: skip
+
+
+def test_captions_are_the_held_out_relation_captions_in_shard_order(tmp_path):
+    scenes = [sample_scene(i, 3, {**SCENES, "min_objects": 1}) for i in range(12)]
+    captions = [caption_scene(scene) for scene in scenes]
+    _write_val_shard(tmp_path / "mixed", captions)
     relation = [caption_scene(scene) for scene in scenes if scene["relations"]]
     assert relation[3] != captions[3]  # one-object captions come between them
-    found, why = pair_captions(tmp_path, "val", 4, PALETTE)
+    found, why = pair_captions(tmp_path / "mixed", "val", 4, PALETTE)
     assert why == "" and found == relation[:4]
     with pytest.raises(ValueError, match="lower evaluate.pair_captions"):
-        pair_captions(tmp_path, "val", len(relation) + 1, PALETTE)
+        pair_captions(tmp_path / "mixed", "val", len(relation) + 1, PALETTE)
+    one_object = [caption_scene(s) for s in scenes if len(s["objects"]) == 1]
+    _write_val_shard(tmp_path / "one", one_object)
+    found, why = pair_captions(tmp_path / "one", "val", 4, PALETTE)
+    assert found == [] and "holds no two-object relation captions" in why
+    assert "shard.synthetic.max_objects" in why
