@@ -47,7 +47,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.data.examples import held_out_examples
-    from pipeline.diffusion.respace import create_diffusion
     from pipeline.sampling import load_sampling_model
     from pipeline.sampling.upsample import images_to_model
     from pipeline.text.tokenizer import tokenize_batch
@@ -65,7 +64,7 @@ def main() -> None:
         raise SystemExit(f"no held-out caption in {args.shards} names one object's shape")
     images = np.stack([example["base"] for example, _ in pairs])  # [N, H, W, 3] uint8
     x_start = images_to_model(torch.from_numpy(images))  # [N, 3, H, W] in [-1, 1]
-    diffusion = create_diffusion(loaded.diffusion_steps, loaded.noise_schedule, "")
+    diffusion = loaded.diffusion("")
     true_text = tokenize_batch(loaded.tokenizer, [e["caption"] for e, _ in pairs], model.text_ctx)
     swapped_text = tokenize_batch(loaded.tokenizer, [s for _, s in pairs], model.text_ctx)
     generator = torch.Generator().manual_seed(args.seed)

@@ -95,7 +95,13 @@ def _first_steps(upsampler, diffusion, k):
     from pipeline.diffusion.schedules import get_named_beta_schedule
 
     betas = get_named_beta_schedule(upsampler.noise_schedule, upsampler.diffusion_steps)
-    return SpacedDiffusion([int(t) for t in diffusion.timestep_map[: k + 1]], betas)
+    kept = [int(t) for t in diffusion.timestep_map[: k + 1]]
+    return SpacedDiffusion(
+        kept,
+        betas,
+        prediction_type=upsampler.prediction_type,
+        low_res_residual=upsampler.low_res_residual,
+    )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@ Prints one JSON object per setting.
 
 Takes the first ``--pairs`` samples of the val split (low and high resolution, as the evaluate
 stage does), upsamples them with each ``--setting`` (``steps:temperature``) and reports the mean
-PSNR of the upsampler and of bicubic with bootstrap intervals of the paired difference. It
-measures what sampler settings and training recipes buy, not speed.
+PSNR of the upsampler and of bicubic with bootstrap intervals of the paired difference. With
+``--fid N`` also the FID of both at the high resolution against the first N held-out high-res
+images (as the evaluate stage does; the upsampled and bicubic sets resampled together, so the
+interval is that of the difference). It measures what sampler settings and training recipes buy,
+not speed.
 
-    python benchmarks/upsampler_vs_bicubic.py models/upsampler.pt --pairs 48 \
+    python benchmarks/upsampler_vs_bicubic.py models/upsampler.pt --pairs 48 --fid 96 \
         --setting fast27:0.997 --setting ddim25:0
 """
 
@@ -27,6 +30,7 @@ def main() -> None:
     parser.add_argument("--shards", default="data/shards")
     parser.add_argument("--pairs", type=int, default=48)
     parser.add_argument("--setting", action="append", default=[], help="steps:temperature")
+    parser.add_argument("--fid", type=int, default=0, help="reference images for FID (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -44,6 +48,7 @@ def main() -> None:
     upsampler = load_sampling_model(args.model, expect="upsample")
     pairs = held_out_examples(args.shards, args.pairs, images=("base", "hires"))
     indices = bootstrap_indices(len(pairs), 1000, args.seed)
+    fid = fid_figures(args, len(pairs)) if args.fid else None
     for setting in args.setting or ["fast27:0.997"]:
         steps, temperature = setting.split(":")
         started = time.perf_counter()
@@ -54,9 +59,11 @@ def main() -> None:
         gain = torch.from_numpy(result.per_image_upsampler - result.per_image_bicubic)
         point = float(gain.mean())
         low, high = centred_interval(point, bootstrap_mean(gain, indices), 0.95)
+        figures = fid(result.upsampled, result.bicubic) if fid else {}
         print(
             json.dumps(
                 {
+                    **figures,
                     "model": args.model,
                     "steps": steps,
                     "temperature": float(temperature),
@@ -71,6 +78,44 @@ def main() -> None:
             ),
             flush=True,
         )
+
+
+def fid_figures(args: argparse.Namespace, pairs: int):
+    """A function (upsampled, bicubic uint8 [N, H, W, 3]) -> their FIDs against the first
+    ``args.fid`` held-out high-res images and the 95% interval of the FID gain over bicubic."""
+    from pipeline.data.examples import held_out_examples
+    from pipeline.evaluation.bootstrap import unpaired_fid
+    from pipeline.evaluation.inception_weights import load_fid_inception
+    from pipeline.evaluation.uncertainty import bootstrap_indices, centred_interval
+    from pipeline.evaluation.uncertainty import frechet_distance as fid
+
+    inception = load_fid_inception().eval()
+
+    def features(images: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return inception(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+
+    real_images = held_out_examples(args.shards, args.fid, images=("hires",))
+    real = features(np.stack([example["hires"] for example in real_images]))
+    real_idx = bootstrap_indices(len(real), 1000, args.seed + 1)
+    fake_idx = bootstrap_indices(pairs, 1000, args.seed)
+
+    def figures(upsampled: np.ndarray, bicubic: np.ndarray) -> dict[str, object]:
+        ours, theirs = features(upsampled), features(bicubic)
+        gain = fid(real, theirs) - fid(real, ours)
+        replicates = unpaired_fid(real, theirs, real_idx, fake_idx) - unpaired_fid(
+            real, ours, real_idx, fake_idx
+        )
+        low, high = centred_interval(gain, replicates, 0.95)
+        return {
+            "fid_reference_images": len(real),
+            "fid_upsampler": round(fid(real, ours), 2),
+            "fid_bicubic": round(fid(real, theirs), 2),
+            "fid_gain": round(gain, 2),
+            "fid_gain_95": [round(low, 2), round(high, 2)],
+        }
+
+    return figures
 
 
 if __name__ == "__main__":

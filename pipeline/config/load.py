@@ -177,6 +177,8 @@ def validate(cfg: DictConfig) -> None:
         f"must equal shard.base_resolution ({shard.base_resolution})",
     )
     _require(base.tokenizer in ("clip", "gpt2"), "base_model.tokenizer", "must be clip or gpt2")
+    for section in ("base_model", "upsample_model"):
+        _validate_parameterisation(cfg[section], section)
     for stage in TRAINING_STAGES:
         _validate_training(cfg[stage], stage)
     for stage in ("finetune_cfg", "finetune_inpaint", "finetune_instruct"):
@@ -193,6 +195,19 @@ def validate(cfg: DictConfig) -> None:
     _validate_clip(cfg)
     _validate_evaluate(cfg.evaluate)
     _require(cfg.ray.resource_timeout_s > 0, "ray.resource_timeout_s", "must be positive")
+
+
+def _validate_parameterisation(model: DictConfig, name: str) -> None:
+    _require(
+        model.prediction_type in ("epsilon", "v"),
+        f"{name}.prediction_type",
+        f"must be epsilon or v, got {model.prediction_type!r}",
+    )
+    _require(
+        not model.low_res_residual or (model.super_res and model.prediction_type == "v"),
+        f"{name}.low_res_residual",
+        "needs a super-resolution model (super_res) with prediction_type v",
+    )
 
 
 def _validate_source(section: DictConfig, name: str) -> None:

@@ -124,6 +124,11 @@ class GlideModelConfig:
     super_res: bool = False
     diffusion_steps: int = 1000
     noise_schedule: str = "squaredcos_cap_v2"
+    # What the network predicts: "epsilon" (GLIDE) or "v" (sqrt(abar) eps - sqrt(1-abar) x0);
+    # low_res_residual (super_res, v only): the diffusion runs over the image minus its bicubic
+    # upsampled low-res input (pipeline/diffusion/parameterisation.py).
+    prediction_type: str = "epsilon"
+    low_res_residual: bool = False
     tokenizer: str = "clip"  # clip | gpt2
     gpt2_encoder_json: str = ""  # gpt2 only: user-supplied vocabulary files
     gpt2_vocab_bpe: str = ""

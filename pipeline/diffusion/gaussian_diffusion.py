@@ -8,8 +8,9 @@ Notation (T = num_timesteps, t in 0..T-1 indexes the steps of THIS diffusion):
     log sigma_t^2 = f log beta_t + (1 - f) log beta_tilde_t,  f = (v + 1) / 2.
 
 The model is a callable `model(x_t [B,C,H,W], t [B] long, **model_kwargs) -> [B, 2C, H, W]`
-(epsilon in the first C channels, v in the last C). It is always called with timesteps of the
-ORIGINAL schedule: `timestep_map[t]` (identity unless the diffusion was respaced).
+(epsilon in the first C channels, or v with prediction_type "v", see parameterisation.py; the
+variance interpolation in the last C). It is always called with timesteps of the ORIGINAL
+schedule: `timestep_map[t]` (identity unless the diffusion was respaced).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from .parameterisation import check_parameterisation, low_res_upsampled
 from .thresholding import apply_threshold
 
 Model = Callable[..., Tensor]
@@ -60,9 +62,21 @@ class GaussianDiffusion:
 
     betas: float64 array [T] with values in (0, 1].
     timestep_map: original-schedule timestep of each of the T steps (default 0..T-1).
+    prediction_type, low_res_residual: what the network predicts ("epsilon", GLIDE's, or "v")
+        and whether it works on the residual over its bicubic-upsampled low_res input
+        (parameterisation.py).
     """
 
-    def __init__(self, betas: np.ndarray, timestep_map: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        betas: np.ndarray,
+        timestep_map: Sequence[int] | None = None,
+        prediction_type: str = "epsilon",
+        low_res_residual: bool = False,
+    ) -> None:
+        check_parameterisation(prediction_type, low_res_residual)
+        self.prediction_type = prediction_type
+        self.low_res_residual = bool(low_res_residual)
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or len(betas) == 0:
             raise ValueError("betas must be a non-empty 1-D array")
@@ -129,15 +143,30 @@ class GaussianDiffusion:
         return self._device_table(self.timestep_map, t.device, torch.long)[t]
 
     def call_model(self, model: Model, x: Tensor, t: Tensor, **model_kwargs: Any) -> Tensor:
-        """Run the model at original timesteps and check its [B, 2C, H, W] output."""
-        out = model(x, self.original_timesteps(t), **model_kwargs)
+        """Run the model at original timesteps and check its [B, 2C, H, W] output. With
+        ``low_res_residual`` the network sees r_t = x_t - sqrt(abar) U and its v of r comes back
+        as v of x (parameterisation.py)."""
+        offset = self._low_res_offset(x, model_kwargs) if self.low_res_residual else None
+        if offset is not None:
+            x_in = x - self.extract(self.sqrt_alphas_cumprod, t, x) * offset
+        out = model(x if offset is None else x_in, self.original_timesteps(t), **model_kwargs)
         expected = (x.shape[0], 2 * x.shape[1], *x.shape[2:])
         if tuple(out.shape) != expected:
             raise ValueError(
                 f"model output has shape {tuple(out.shape)}, expected {expected} "
-                "(epsilon and variance interpolation channels)"
+                f"({self.prediction_type} and variance interpolation channels)"
             )
-        return out
+        if offset is None:
+            return out
+        channels = x.shape[1]
+        shift = self.extract(self.sqrt_one_minus_alphas_cumprod, t, x) * offset
+        return torch.cat([out[:, :channels] - shift, out[:, channels:]], dim=1)
+
+    @staticmethod
+    def _low_res_offset(x: Tensor, model_kwargs: dict[str, Any]) -> Tensor:
+        if model_kwargs.get("low_res") is None:
+            raise ValueError("a low_res_residual diffusion needs the model's low_res input")
+        return low_res_upsampled(model_kwargs["low_res"], tuple(x.shape[-2:]), x.dtype)
 
     # ------------------------------------------------------------------ forward process
     def q_mean_variance(self, x_start: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -173,6 +202,27 @@ class GaussianDiffusion:
         return (
             self.extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
             - self.extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        )
+
+    def xstart_and_eps(self, x_t: Tensor, t: Tensor, prediction: Tensor) -> tuple[Tensor, Tensor]:
+        """(x0, eps) from the network's prediction (epsilon or v, after ``call_model``)."""
+        if self.prediction_type == "epsilon":
+            return self.predict_xstart_from_eps(x_t, t, prediction), prediction
+        sqrt_abar = self.extract(self.sqrt_alphas_cumprod, t, x_t)
+        sqrt_one_minus = self.extract(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        return (
+            sqrt_abar * x_t - sqrt_one_minus * prediction,
+            sqrt_one_minus * x_t + sqrt_abar * prediction,
+        )
+
+    def training_target(self, x_start: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """What the network's first C channels are trained towards: eps, or
+        v = sqrt(abar) eps - sqrt(1 - abar) x0."""
+        if self.prediction_type == "epsilon":
+            return noise
+        return (
+            self.extract(self.sqrt_alphas_cumprod, t, x_start) * noise
+            - self.extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * x_start
         )
 
     def predict_eps_from_xstart(self, x_t: Tensor, t: Tensor, pred_xstart: Tensor) -> Tensor:
@@ -219,17 +269,17 @@ class GaussianDiffusion:
         `clip_denoised`. Returns a dict of tensors shaped like x:
             mean, variance, log_variance: of p(x_{t-1} | x_t) (variances broadcast over pixels),
             pred_xstart: the processed x0 the mean is computed from,
-            eps: the model's raw epsilon prediction.
+            eps: the model's raw epsilon prediction (derived from v for a v model).
         """
         channels = x.shape[1]
-        eps, v = model_output[:, :channels], model_output[:, channels:]
+        prediction, v = model_output[:, :channels], model_output[:, channels:]
         min_log = self.extract(self.posterior_log_variance_clipped, t, x)
         max_log = self.extract(self.log_betas, t, x)
         frac = (v + 1.0) / 2.0
         log_variance = frac * max_log + (1.0 - frac) * min_log
         variance = torch.exp(log_variance)
 
-        pred_xstart = self.predict_xstart_from_eps(x, t, eps)
+        pred_xstart, eps = self.xstart_and_eps(x, t, prediction)
         if denoised_fn is not None:
             pred_xstart = denoised_fn(pred_xstart)
         pred_xstart = apply_threshold(pred_xstart, clip_denoised, threshold)
@@ -287,19 +337,19 @@ class GaussianDiffusion:
     ) -> dict[str, Tensor]:
         """Improved-DDPM hybrid loss per example: dict(loss, mse, vb), each [B].
 
-        mse = mean ||eps - eps_hat||^2 trains epsilon; vb (bits/dim, times T / 1000) is computed
-        with eps_hat detached, so it trains only the variance channels. loss = w_t * mse + vb,
-        with w_t = 1 (GLIDE) unless ``p2_gamma`` > 0 asks for :meth:`p2_weight`; ``mse`` is always
-        the unweighted epsilon error.
+        mse = mean ||eps - eps_hat||^2 trains epsilon (v for a v model); vb (bits/dim, times
+        T / 1000) is computed with the prediction detached, so it trains only the variance
+        channels. loss = w_t * mse + vb, with w_t = 1 (GLIDE) unless ``p2_gamma`` > 0 asks for
+        :meth:`p2_weight`; ``mse`` is always unweighted.
         """
         if noise is None:
             noise = gaussian_noise(x_start.shape, generator, x_start.device, x_start.dtype)
         x_t = self.q_sample(x_start, t, noise)
         model_output = self.call_model(model, x_t, t, **(model_kwargs or {}))
         channels = x_start.shape[1]
-        eps, v = model_output[:, :channels], model_output[:, channels:]
-        frozen = torch.cat([eps.detach(), v], dim=1)
+        prediction, v = model_output[:, :channels], model_output[:, channels:]
+        frozen = torch.cat([prediction.detach(), v], dim=1)
         vb = self.vb_terms_bpd(frozen, x_start, x_t, t) * (self.num_timesteps / 1000.0)
-        mse = mean_flat((noise - eps) ** 2)
+        mse = mean_flat((self.training_target(x_start, noise, t) - prediction) ** 2)
         weighted = mse * self.p2_weight(t, p2_gamma, p2_k, like=mse) if p2_gamma else mse
         return {"loss": weighted + vb, "mse": mse, "vb": vb}

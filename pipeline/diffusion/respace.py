@@ -9,6 +9,7 @@ The model is still called with the original timesteps s_k (see `GaussianDiffusio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,9 @@ class SpacedDiffusion(GaussianDiffusion):
     it (training losses, p_mean_variance, samplers) receives original timesteps.
     """
 
-    def __init__(self, use_timesteps: Sequence[int], base_betas: np.ndarray) -> None:
+    def __init__(
+        self, use_timesteps: Sequence[int], base_betas: np.ndarray, **parameterisation: Any
+    ) -> None:
         kept = sorted(set(int(s) for s in use_timesteps))
         base_betas = np.asarray(base_betas, dtype=np.float64)
         if not kept:
@@ -114,20 +117,24 @@ class SpacedDiffusion(GaussianDiffusion):
         previous = np.append(1.0, kept_alpha_bar[:-1])
         new_betas = 1.0 - kept_alpha_bar / previous
         self.original_num_steps = len(base_betas)
-        super().__init__(new_betas, timestep_map=kept)
+        super().__init__(new_betas, timestep_map=kept, **parameterisation)
 
 
 def create_diffusion(
     steps: int,
     noise_schedule: str,
     timestep_respacing: str | Sequence[int] = "",
+    prediction_type: str = "epsilon",
+    low_res_residual: bool = False,
 ) -> GaussianDiffusion:
     """The diffusion GLIDE uses: named schedule over `steps`, optionally respaced. Both come
-    from the model (its file or config): there is no default schedule.
+    from the model (its file or config): there is no default schedule. ``prediction_type`` and
+    ``low_res_residual``: what the network predicts (parameterisation.py; GLIDE: epsilon).
 
     "" gives the full process; any other respacing (see `space_timesteps`) a SpacedDiffusion.
     """
     betas = get_named_beta_schedule(noise_schedule, steps)
+    kinds = {"prediction_type": prediction_type, "low_res_residual": low_res_residual}
     if isinstance(timestep_respacing, str) and timestep_respacing.strip() == "":
-        return GaussianDiffusion(betas)
-    return SpacedDiffusion(space_timesteps(steps, timestep_respacing), betas)
+        return GaussianDiffusion(betas, **kinds)
+    return SpacedDiffusion(space_timesteps(steps, timestep_respacing), betas, **kinds)

@@ -15,7 +15,10 @@ from pipeline.models.glide_unet import Text2ImUNet
 from pipeline.models.model_file import ModelFileError, load_model
 from pipeline.text import Tokenizer, get_tokenizer
 
-DIFFUSION_KEYS = ("diffusion_steps", "noise_schedule")
+DIFFUSION_KEYS = (
+    "diffusion_steps",
+    "noise_schedule",
+)  # required; the parameterisation may be absent
 
 
 class MissingDiffusionError(ValueError):
@@ -25,13 +28,16 @@ class MissingDiffusionError(ValueError):
 @dataclass
 class SamplingModel:
     """A network ready to sample with the diffusion it was trained with: network (eval mode),
-    tokenizer, the diffusion's step count and noise schedule (never defaulted), and the model
-    file's metadata (stage, step, mlflow_run_id, ...; empty for a network in training)."""
+    tokenizer, the diffusion's step count and noise schedule (never defaulted), what the network
+    predicts (files written before that option predict GLIDE's epsilon), and the model file's
+    metadata (stage, step, mlflow_run_id, ...; empty for a network in training)."""
 
     model: Text2ImUNet
     tokenizer: Tokenizer
     diffusion_steps: int
     noise_schedule: str
+    prediction_type: str = "epsilon"
+    low_res_residual: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -51,16 +57,29 @@ class SamplingModel:
             tokenizer=tokenizer,
             diffusion_steps=int(diffusion["diffusion_steps"]),
             noise_schedule=str(diffusion["noise_schedule"]),
+            prediction_type=str(diffusion.get("prediction_type", "epsilon")),
+            low_res_residual=bool(diffusion.get("low_res_residual", False)),
         )
 
     @property
     def diffusion_settings(self) -> dict[str, Any]:
-        """``{"diffusion_steps", "noise_schedule"}``, as model files and configs spell them."""
-        return {"diffusion_steps": self.diffusion_steps, "noise_schedule": self.noise_schedule}
+        """The diffusion's settings, as model files and configs spell them."""
+        return {
+            "diffusion_steps": self.diffusion_steps,
+            "noise_schedule": self.noise_schedule,
+            "prediction_type": self.prediction_type,
+            "low_res_residual": self.low_res_residual,
+        }
 
     def diffusion(self, respacing: str = "") -> GaussianDiffusion:
         """The model's diffusion, respaced to ``respacing`` ("" = all its steps)."""
-        return create_diffusion(self.diffusion_steps, self.noise_schedule, respacing)
+        return create_diffusion(
+            self.diffusion_steps,
+            self.noise_schedule,
+            respacing,
+            prediction_type=self.prediction_type,
+            low_res_residual=self.low_res_residual,
+        )
 
     @property
     def device(self) -> torch.device:

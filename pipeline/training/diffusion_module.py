@@ -93,7 +93,12 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
         self.model = create_glide_model(**self.model_kwargs)
         if init_state_dict is not None:
             self.model.load_state_dict(init_state_dict, strict=True)
-        self.diffusion = create_diffusion(diffusion["diffusion_steps"], diffusion["noise_schedule"])
+        self.diffusion = create_diffusion(
+            diffusion["diffusion_steps"],
+            diffusion["noise_schedule"],
+            prediction_type=diffusion.get("prediction_type", "epsilon"),
+            low_res_residual=bool(diffusion.get("low_res_residual", False)),
+        )
         self.ema = EMA(self.model, train["ema_decay"])
         configure_for_training(
             self.model,

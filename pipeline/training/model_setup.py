@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.models import GLIDE_KEYS, create_glide_model, widen_inputs
 from pipeline.text import Tokenizer, get_tokenizer
 
-DIFFUSION_KEYS = ("diffusion_steps", "noise_schedule")
+DIFFUSION_KEYS = ("diffusion_steps", "noise_schedule", "prediction_type", "low_res_residual")
 
 
 def build_tokenizer(model_cfg: DictConfig) -> Tokenizer:
@@ -48,7 +48,7 @@ def glide_model_kwargs(model_cfg: DictConfig | dict[str, Any], vocab_size: int) 
 
 
 def diffusion_settings(model_cfg: DictConfig) -> dict[str, Any]:
-    """``{"diffusion_steps": ..., "noise_schedule": ...}`` of a model section."""
+    """The diffusion settings of a model section (``DIFFUSION_KEYS``), as model files keep them."""
     return {key: model_cfg[key] for key in DIFFUSION_KEYS}
 
 

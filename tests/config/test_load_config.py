@@ -67,6 +67,9 @@ def test_cli_profile_overrides_params_profile(tmp_path):
         ("shard_edits.kinds=[recolor]", "shard_edits.kinds"),
         ("finetune_instruct.joint_drop_prob=0.95", "finetune_instruct.image_drop_prob"),
         ("profile=huge", "profile"),
+        ("upsample_model.prediction_type=x0", "upsample_model.prediction_type"),
+        ("base_model.low_res_residual=true", "base_model.low_res_residual"),  # not super_res
+        ("upsample_model.prediction_type=epsilon", "upsample_model.low_res_residual"),
     ],
 )
 def test_bad_values_name_the_key(override, key):

@@ -255,3 +255,82 @@ def test_uniform_timesteps_cover_range_and_are_reproducible():
     counts = torch.bincount(a, minlength=10)
     assert a.min() == 0 and a.max() == 9
     assert (counts - 2000).abs().max() < 200
+
+
+def _alpha_terms(diffusion, t, like):
+    a = diffusion.extract(diffusion.sqrt_alphas_cumprod, t, like)
+    return a, diffusion.extract(diffusion.sqrt_one_minus_alphas_cumprod, t, like)
+
+
+def test_a_v_model_gives_the_same_reverse_step_as_its_epsilon_twin():
+    """prediction_type only changes what the first C channels mean: the v output
+    sqrt(abar) eps - sqrt(1 - abar) x0 of an epsilon output gives the same x0, epsilon, mean and
+    variance, respaced or not."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 3, 4, 4, generator=g, dtype=F64)
+    for respacing in ("", "fast27"):
+        eps_diffusion = create_diffusion(1000, "linear", respacing)
+        v_diffusion = create_diffusion(1000, "linear", respacing, prediction_type="v")
+        t = torch.tensor([0, 3, eps_diffusion.num_timesteps - 1])
+        eps_output = ToyModel()(x, eps_diffusion.original_timesteps(t)).detach()
+        eps = eps_output[:, :3]
+        a, s = _alpha_terms(eps_diffusion, t, x)
+        v = a * eps - s * eps_diffusion.predict_xstart_from_eps(x, t, eps)
+        v_output = torch.cat([v, eps_output[:, 3:]], dim=1)
+        want = eps_diffusion.p_mean_variance_from_output(eps_output, x, t, clip_denoised=False)
+        got = v_diffusion.p_mean_variance_from_output(v_output, x, t, clip_denoised=False)
+        for key in ("mean", "variance", "pred_xstart", "eps"):
+            torch.testing.assert_close(got[key], want[key])
+
+
+def test_a_v_model_is_trained_on_the_error_of_its_v():
+    diffusion = create_diffusion(1000, "linear", prediction_type="v")
+    model = ToyModel()
+    g = torch.Generator().manual_seed(9)
+    x0 = torch.rand(4, 3, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 5, 400, 999])
+    losses = diffusion.training_losses(model, x0, t, noise=noise)
+    a, s = _alpha_terms(diffusion, t, x0)
+    v_hat = model(diffusion.q_sample(x0, t, noise), t)[:, :3]
+    want = ((a * noise - s * x0 - v_hat) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(losses["mse"], want)
+    torch.testing.assert_close(losses["loss"], losses["mse"] + losses["vb"])
+
+
+def test_a_residual_upsampler_sees_the_residual_and_its_v_recovers_the_image():
+    """low_res_residual: the network is given x_t - sqrt(abar) U (U: bicubic low_res) and
+    predicts v of x0 - U; the exact v of the residual gives zero loss and x0 back exactly."""
+    diffusion = create_diffusion(1000, "linear", prediction_type="v", low_res_residual=True)
+    g = torch.Generator().manual_seed(10)
+    x0 = torch.rand(2, 3, 8, 8, generator=g, dtype=F64) * 2 - 1
+    low = x0.reshape(2, 3, 4, 2, 4, 2).mean(dim=(3, 5))
+    U = torch.nn.functional.interpolate(low, size=(8, 8), mode="bicubic").clamp(-1, 1)
+    noise = torch.randn(x0.shape, generator=g, dtype=F64)
+    t = torch.tensor([10, 700])
+    a, s = _alpha_terms(diffusion, t, x0)
+    seen = []
+
+    def oracle(x_in, timesteps, low_res):
+        seen.append(x_in)
+        v_residual = a * noise - s * (x0 - U)
+        return torch.cat([v_residual, torch.zeros_like(x_in)], dim=1)
+
+    x_t = diffusion.q_sample(x0, t, noise)
+    losses = diffusion.training_losses(oracle, x0, t, model_kwargs={"low_res": low}, noise=noise)
+    torch.testing.assert_close(seen[0], x_t - a * U)
+    assert float(losses["mse"].max()) < 1e-20
+    out = diffusion.p_mean_variance(
+        oracle, x_t, t, clip_denoised=False, model_kwargs={"low_res": low}
+    )
+    torch.testing.assert_close(out["pred_xstart"], x0)
+    torch.testing.assert_close(out["eps"], noise)
+    with pytest.raises(ValueError, match="low_res input"):
+        diffusion.p_mean_variance(oracle, x_t, t)
+
+
+def test_an_unknown_prediction_type_or_an_epsilon_residual_is_refused():
+    with pytest.raises(ValueError, match="prediction_type 'x0'"):
+        create_diffusion(1000, "linear", prediction_type="x0")
+    with pytest.raises(ValueError, match="low_res_residual needs prediction_type 'v'"):
+        create_diffusion(1000, "linear", "fast27", low_res_residual=True)

@@ -14,13 +14,13 @@ def clip_tokenizer():
     return get_tokenizer("clip")
 
 
-def write_model_file(path, tokenizer, **overrides):
+def write_model_file(path, tokenizer, diffusion=DIFFUSION, **overrides):
     torch.manual_seed(0)
     model = create_glide_model(**{**TINY_MODEL, "vocab_size": tokenizer.vocab_size, **overrides})
     payload = model_file_payload(
         model.state_dict(),
         model.config,
-        diffusion=DIFFUSION,
+        diffusion=diffusion,
         tokenizer=tokenizer.identity,
         step=7,
         mlflow_run_id="run-123",

@@ -17,6 +17,8 @@ from pipeline.sampling import (
 )
 from pipeline.sampling.loading import MissingDiffusionError, load_sampling_model
 from pipeline.text import empty_caption_tokens, tokenize_batch
+from tests.sampling.conftest import write_model_file
+from tests.training.conftest import DIFFUSION
 
 PROMPTS = ["a red circle", "a blue square"]
 
@@ -91,6 +93,18 @@ def test_progressive_sampling_ends_on_the_plain_calls_images(loaded, steps):
         )
 
 
+def test_a_model_file_that_predicts_v_samples_with_a_v_diffusion(loaded, tmp_path):
+    assert loaded.prediction_type == "epsilon"  # written without the option: GLIDE's
+    assert loaded.diffusion("fast27").prediction_type == "epsilon"
+    settings = {**DIFFUSION, "prediction_type": "v", "low_res_residual": False}
+    path = write_model_file(tmp_path / "v.pt", loaded.tokenizer, diffusion=settings)
+    v_model = load_sampling_model(path)
+    assert v_model.diffusion("fast27").prediction_type == "v"
+    assert v_model.diffusion().prediction_type == "v"
+    assert v_model.diffusion_settings == settings
+    assert not torch.equal(sample(v_model), sample(loaded))  # same weights, read as v
+
+
 def test_a_network_without_its_diffusion_settings_cannot_sample(loaded):
     with pytest.raises(MissingDiffusionError, match="noise_schedule"):
         SamplingModel.of_network(loaded.model, loaded.tokenizer, {"diffusion_steps": 1000})
@@ -112,5 +126,7 @@ def test_the_model_carries_its_schedule(loaded):
     assert loaded.diffusion_settings == {
         "diffusion_steps": 1000,
         "noise_schedule": "squaredcos_cap_v2",
+        "prediction_type": "epsilon",
+        "low_res_residual": False,
     }
     assert loaded.diffusion("ddim4").num_timesteps == 4
