@@ -101,6 +101,7 @@ def _first_steps(upsampler, diffusion, k):
         betas,
         prediction_type=upsampler.prediction_type,
         low_res_residual=upsampler.low_res_residual,
+        sigma_data=upsampler.sigma_data,
     )
 
 

@@ -208,6 +208,11 @@ def _validate_parameterisation(model: DictConfig, name: str) -> None:
         f"{name}.low_res_residual",
         "needs a super-resolution model (super_res) with prediction_type v",
     )
+    _require(
+        0.0 < model.sigma_data <= 1.0 and (model.sigma_data == 1.0 or model.prediction_type == "v"),
+        f"{name}.sigma_data",
+        f"must lie in (0, 1], and be 1 unless prediction_type is v; got {model.sigma_data}",
+    )
 
 
 def _validate_source(section: DictConfig, name: str) -> None:

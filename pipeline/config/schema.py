@@ -126,9 +126,12 @@ class GlideModelConfig:
     noise_schedule: str = "squaredcos_cap_v2"
     # What the network predicts: "epsilon" (GLIDE) or "v" (sqrt(abar) eps - sqrt(1-abar) x0);
     # low_res_residual (super_res, v only): the diffusion runs over the image minus its bicubic
-    # upsampled low-res input (pipeline/diffusion/parameterisation.py).
+    # upsampled low-res input; sigma_data (v only): the standard deviation of what the diffusion
+    # runs over, for Karras et al.'s input/output scaling (1: plain v; pipeline/diffusion/
+    # parameterisation.py).
     prediction_type: str = "epsilon"
     low_res_residual: bool = False
+    sigma_data: float = 1.0
     tokenizer: str = "clip"  # clip | gpt2
     gpt2_encoder_json: str = ""  # gpt2 only: user-supplied vocabulary files
     gpt2_vocab_bpe: str = ""

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from .parameterisation import check_parameterisation, low_res_upsampled
+from .parameterisation import check_parameterisation, low_res_upsampled, scaled_v_coefficients
 from .thresholding import apply_threshold
 
 Model = Callable[..., Tensor]
@@ -73,10 +73,12 @@ class GaussianDiffusion:
         timestep_map: Sequence[int] | None = None,
         prediction_type: str = "epsilon",
         low_res_residual: bool = False,
+        sigma_data: float = 1.0,
     ) -> None:
-        check_parameterisation(prediction_type, low_res_residual)
+        check_parameterisation(prediction_type, low_res_residual, sigma_data)
         self.prediction_type = prediction_type
         self.low_res_residual = bool(low_res_residual)
+        self.sigma_data = float(sigma_data)
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or len(betas) == 0:
             raise ValueError("betas must be a non-empty 1-D array")
@@ -120,6 +122,9 @@ class GaussianDiffusion:
             (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
         )
         self.log_betas = np.log(betas)
+        self.v_input_scale, self.v_skip, self.v_output_scale = scaled_v_coefficients(
+            self.alphas_cumprod, self.sigma_data
+        )
 
     # ------------------------------------------------------------------ helpers
     def extract(self, arr: np.ndarray, t: Tensor, like: Tensor) -> Tensor:
@@ -144,23 +149,29 @@ class GaussianDiffusion:
 
     def call_model(self, model: Model, x: Tensor, t: Tensor, **model_kwargs: Any) -> Tensor:
         """Run the model at original timesteps and check its [B, 2C, H, W] output. With
-        ``low_res_residual`` the network sees r_t = x_t - sqrt(abar) U and its v of r comes back
-        as v of x (parameterisation.py)."""
+        ``low_res_residual`` the network sees r_t = x_t - sqrt(abar) U, with ``sigma_data`` != 1
+        its input and output are scaled to unit variance; what comes back is always v (or eps)
+        of x (parameterisation.py)."""
         offset = self._low_res_offset(x, model_kwargs) if self.low_res_residual else None
-        if offset is not None:
-            x_in = x - self.extract(self.sqrt_alphas_cumprod, t, x) * offset
-        out = model(x if offset is None else x_in, self.original_timesteps(t), **model_kwargs)
+        r_t = x if offset is None else x - self.extract(self.sqrt_alphas_cumprod, t, x) * offset
+        scaled = self.prediction_type == "v" and self.sigma_data != 1.0
+        x_in = r_t * self.extract(self.v_input_scale, t, x) if scaled else r_t
+        out = model(x_in, self.original_timesteps(t), **model_kwargs)
         expected = (x.shape[0], 2 * x.shape[1], *x.shape[2:])
         if tuple(out.shape) != expected:
             raise ValueError(
                 f"model output has shape {tuple(out.shape)}, expected {expected} "
                 f"({self.prediction_type} and variance interpolation channels)"
             )
-        if offset is None:
+        if offset is None and not scaled:
             return out
         channels = x.shape[1]
-        shift = self.extract(self.sqrt_one_minus_alphas_cumprod, t, x) * offset
-        return torch.cat([out[:, :channels] - shift, out[:, channels:]], dim=1)
+        v = out[:, :channels]
+        if scaled:
+            v = self.extract(self.v_skip, t, x) * r_t + self.extract(self.v_output_scale, t, x) * v
+        if offset is not None:
+            v = v - self.extract(self.sqrt_one_minus_alphas_cumprod, t, x) * offset
+        return torch.cat([v, out[:, channels:]], dim=1)
 
     @staticmethod
     def _low_res_offset(x: Tensor, model_kwargs: dict[str, Any]) -> Tensor:

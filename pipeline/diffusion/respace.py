@@ -126,15 +126,21 @@ def create_diffusion(
     timestep_respacing: str | Sequence[int] = "",
     prediction_type: str = "epsilon",
     low_res_residual: bool = False,
+    sigma_data: float = 1.0,
 ) -> GaussianDiffusion:
     """The diffusion GLIDE uses: named schedule over `steps`, optionally respaced. Both come
     from the model (its file or config): there is no default schedule. ``prediction_type`` and
-    ``low_res_residual``: what the network predicts (parameterisation.py; GLIDE: epsilon).
+    ``low_res_residual``, ``sigma_data``: what the network predicts (parameterisation.py; GLIDE:
+    epsilon).
 
     "" gives the full process; any other respacing (see `space_timesteps`) a SpacedDiffusion.
     """
     betas = get_named_beta_schedule(noise_schedule, steps)
-    kinds = {"prediction_type": prediction_type, "low_res_residual": low_res_residual}
+    kinds = {
+        "prediction_type": prediction_type,
+        "low_res_residual": low_res_residual,
+        "sigma_data": sigma_data,
+    }
     if isinstance(timestep_respacing, str) and timestep_respacing.strip() == "":
         return GaussianDiffusion(betas, **kinds)
     return SpacedDiffusion(space_timesteps(steps, timestep_respacing), betas, **kinds)

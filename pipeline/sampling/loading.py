@@ -38,6 +38,7 @@ class SamplingModel:
     noise_schedule: str
     prediction_type: str = "epsilon"
     low_res_residual: bool = False
+    sigma_data: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -59,6 +60,7 @@ class SamplingModel:
             noise_schedule=str(diffusion["noise_schedule"]),
             prediction_type=str(diffusion.get("prediction_type", "epsilon")),
             low_res_residual=bool(diffusion.get("low_res_residual", False)),
+            sigma_data=float(diffusion.get("sigma_data", 1.0)),
         )
 
     @property
@@ -69,6 +71,7 @@ class SamplingModel:
             "noise_schedule": self.noise_schedule,
             "prediction_type": self.prediction_type,
             "low_res_residual": self.low_res_residual,
+            "sigma_data": self.sigma_data,
         }
 
     def diffusion(self, respacing: str = "") -> GaussianDiffusion:
@@ -79,6 +82,7 @@ class SamplingModel:
             respacing,
             prediction_type=self.prediction_type,
             low_res_residual=self.low_res_residual,
+            sigma_data=self.sigma_data,
         )
 
     @property

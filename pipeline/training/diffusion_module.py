@@ -98,6 +98,7 @@ class GlideDiffusionModule(SkipsNonFiniteSteps, ClipsGradientsItself, pl.Lightni
             diffusion["noise_schedule"],
             prediction_type=diffusion.get("prediction_type", "epsilon"),
             low_res_residual=bool(diffusion.get("low_res_residual", False)),
+            sigma_data=float(diffusion.get("sigma_data", 1.0)),
         )
         self.ema = EMA(self.model, train["ema_decay"])
         configure_for_training(

@@ -9,7 +9,13 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.models import GLIDE_KEYS, create_glide_model, widen_inputs
 from pipeline.text import Tokenizer, get_tokenizer
 
-DIFFUSION_KEYS = ("diffusion_steps", "noise_schedule", "prediction_type", "low_res_residual")
+DIFFUSION_KEYS = (
+    "diffusion_steps",
+    "noise_schedule",
+    "prediction_type",
+    "low_res_residual",
+    "sigma_data",
+)
 
 
 def build_tokenizer(model_cfg: DictConfig) -> Tokenizer:

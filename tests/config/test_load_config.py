@@ -70,6 +70,8 @@ def test_cli_profile_overrides_params_profile(tmp_path):
         ("upsample_model.prediction_type=x0", "upsample_model.prediction_type"),
         ("base_model.low_res_residual=true", "base_model.low_res_residual"),  # not super_res
         ("upsample_model.prediction_type=epsilon", "upsample_model.low_res_residual"),
+        ("upsample_model.sigma_data=0", "upsample_model.sigma_data"),
+        ("base_model.sigma_data=0.5", "base_model.sigma_data"),  # epsilon
     ],
 )
 def test_bad_values_name_the_key(override, key):

@@ -329,6 +329,53 @@ def test_a_residual_upsampler_sees_the_residual_and_its_v_recovers_the_image():
         diffusion.p_mean_variance(oracle, x_t, t)
 
 
+def test_a_scaled_v_upsampler_sees_unit_variance_and_defaults_to_the_wiener_estimate():
+    """sigma_data: for a residual of that std the network's input has unit variance at every
+    noise level, an output of zero gives the Wiener estimate U + sqrt(abar) sigma^2 / D^2 r_t,
+    and the exact output gives zero loss and x0 back."""
+    sigma = 0.1
+    diffusion = create_diffusion(
+        1000, "linear", prediction_type="v", low_res_residual=True, sigma_data=sigma
+    )
+    g = torch.Generator().manual_seed(11)
+    low = torch.rand(64, 3, 4, 4, generator=g, dtype=F64) * 2 - 1
+    U = torch.nn.functional.interpolate(low, size=(8, 8), mode="bicubic").clamp(-1, 1)
+    x0 = U + sigma * torch.randn(U.shape, generator=g, dtype=F64)
+    noise = torch.randn(x0.shape, generator=g, dtype=F64)
+    t = torch.tensor([10, 300, 700, 999]).repeat_interleave(16)
+    a, s = _alpha_terms(diffusion, t, x0)
+    D = torch.sqrt(s**2 + a**2 * sigma**2)
+    x_t = diffusion.q_sample(x0, t, noise)
+    r_t = x_t - a * U
+    seen = []
+
+    def zero(x_in, timesteps, low_res):
+        seen.append(x_in)
+        return torch.zeros(x_in.shape[0], 6, *x_in.shape[2:], dtype=x_in.dtype)
+
+    def oracle(x_in, timesteps, low_res):
+        F_exact = (a * sigma**2 / D**2 * r_t - (x0 - U)) * D / (s * sigma)
+        return torch.cat([F_exact, torch.zeros_like(x_in)], dim=1)
+
+    kwargs = {"low_res": low}
+    out = diffusion.p_mean_variance(zero, x_t, t, clip_denoised=False, model_kwargs=kwargs)
+    torch.testing.assert_close(out["pred_xstart"], U + a * sigma**2 / D**2 * r_t)
+    variance_per_level = seen[0].reshape(4, -1).var(dim=1)
+    assert torch.allclose(variance_per_level, torch.ones(4, dtype=F64), atol=0.1)
+    losses = diffusion.training_losses(oracle, x0, t, model_kwargs=kwargs, noise=noise)
+    assert float(losses["mse"].max()) < 1e-20
+    out = diffusion.p_mean_variance(oracle, x_t, t, clip_denoised=False, model_kwargs=kwargs)
+    torch.testing.assert_close(out["pred_xstart"], x0)
+
+
+def test_sigma_data_outside_zero_one_or_without_v_is_refused():
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="sigma_data"):
+            create_diffusion(1000, "linear", prediction_type="v", sigma_data=bad)
+    with pytest.raises(ValueError, match="needs prediction_type 'v'"):
+        create_diffusion(1000, "linear", sigma_data=0.5)
+
+
 def test_an_unknown_prediction_type_or_an_epsilon_residual_is_refused():
     with pytest.raises(ValueError, match="prediction_type 'x0'"):
         create_diffusion(1000, "linear", prediction_type="x0")

@@ -96,11 +96,12 @@ def test_progressive_sampling_ends_on_the_plain_calls_images(loaded, steps):
 def test_a_model_file_that_predicts_v_samples_with_a_v_diffusion(loaded, tmp_path):
     assert loaded.prediction_type == "epsilon"  # written without the option: GLIDE's
     assert loaded.diffusion("fast27").prediction_type == "epsilon"
-    settings = {**DIFFUSION, "prediction_type": "v", "low_res_residual": False}
+    settings = {**DIFFUSION, "prediction_type": "v", "low_res_residual": False, "sigma_data": 0.5}
     path = write_model_file(tmp_path / "v.pt", loaded.tokenizer, diffusion=settings)
     v_model = load_sampling_model(path)
     assert v_model.diffusion("fast27").prediction_type == "v"
     assert v_model.diffusion().prediction_type == "v"
+    assert v_model.diffusion("fast27").sigma_data == 0.5
     assert v_model.diffusion_settings == settings
     assert not torch.equal(sample(v_model), sample(loaded))  # same weights, read as v
 
@@ -128,5 +129,6 @@ def test_the_model_carries_its_schedule(loaded):
         "noise_schedule": "squaredcos_cap_v2",
         "prediction_type": "epsilon",
         "low_res_residual": False,
+        "sigma_data": 1.0,
     }
     assert loaded.diffusion("ddim4").num_timesteps == 4
