@@ -113,9 +113,9 @@ def test_a_worker_builds_the_clip_module_from_the_job(cfg):
 
 def test_a_residual_v_upsampler_section_trains_and_saves_its_parameterisation(cfg):
     residual = {"prediction_type": "v", "low_res_residual": True, "sigma_data": 0.1}
-    residual_cfg = OmegaConf.merge(cfg, {"upsample_model": residual})
     glide = {"prediction_type": "epsilon", "low_res_residual": False, "sigma_data": 1.0}
-    for config, want in ((cfg, glide), (residual_cfg, residual)):
+    for want in (glide, residual):
+        config = OmegaConf.merge(cfg, {"upsample_model": want})
         job = round_trip(diffusion_job(config, "train_upsampler", "upsample_model"))
         module = job.build_parts(job, None).module
         assert module.diffusion.prediction_type == want["prediction_type"]
