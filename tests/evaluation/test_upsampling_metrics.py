@@ -4,16 +4,19 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from pipeline.diffusion.parameterisation import low_res_upsampled
 from pipeline.evaluation.upsampling import (
     PSNR_CAP_DB,
     bicubic_upsample,
     evaluate_upsampling,
     psnr,
 )
-from pipeline.sampling import SamplerSettings
+from pipeline.sampling import SamplerSettings, to_uint8
 from pipeline.sampling.loading import load_sampling_model
+from pipeline.sampling.upsample import images_to_model
 from pipeline.text import get_tokenizer
 from tests.sampling.test_cascade import write_upsampler_file
 
@@ -59,6 +62,17 @@ def test_bicubic_beats_nearest_and_keeps_constants():
     assert psnr(bicubic, high).mean() > 35  # smooth fields come back closely
     constant = np.full((2, 16, 16, 3), 77, np.uint8)
     assert np.array_equal(bicubic_upsample(constant, 64), np.full((2, 64, 64, 3), 77, np.uint8))
+
+
+def test_the_bicubic_baseline_is_what_a_residual_upsampler_builds_on():
+    """A residual upsampler that adds no detail scores exactly the baseline: bicubic_upsample
+    equals the residual's U (low_res_upsampled) quantised as samples are."""
+    low = box_downsample(smooth_images(3, 64), 16)
+    low[0, 4:9, 4:9] = (250, 10, 30)  # a sharp-edged patch drives bicubic's overshoot past 255
+    U = low_res_upsampled(images_to_model(torch.from_numpy(low)), (64, 64), torch.float64)
+    difference = bicubic_upsample(low, 64).astype(int) - to_uint8(U).numpy().astype(int)
+    assert np.abs(difference).max() <= 1  # rounding of values at .5 in float32 vs float64
+    assert (difference != 0).mean() < 0.01
 
 
 def test_evaluate_upsampling_returns_psnr_and_images(tmp_path):
