@@ -351,7 +351,9 @@ class GaussianDiffusion:
         mse = mean ||eps - eps_hat||^2 trains epsilon (v for a v model); vb (bits/dim, times
         T / 1000) is computed with the prediction detached, so it trains only the variance
         channels. loss = w_t * mse + vb, with w_t = 1 (GLIDE) unless ``p2_gamma`` > 0 asks for
-        :meth:`p2_weight`; ``mse`` is always unweighted.
+        :meth:`p2_weight`; with ``sigma_data`` != 1 w_t also divides by the output scale squared
+        (Karras et al.'s lambda = 1 / c_out^2: the loss of the network's own output F, whose
+        target has unit variance at every noise level); ``mse`` is always unweighted.
         """
         if noise is None:
             noise = gaussian_noise(x_start.shape, generator, x_start.device, x_start.dtype)
@@ -363,4 +365,6 @@ class GaussianDiffusion:
         vb = self.vb_terms_bpd(frozen, x_start, x_t, t) * (self.num_timesteps / 1000.0)
         mse = mean_flat((self.training_target(x_start, noise, t) - prediction) ** 2)
         weighted = mse * self.p2_weight(t, p2_gamma, p2_k, like=mse) if p2_gamma else mse
+        if self.prediction_type == "v" and self.sigma_data != 1.0:
+            weighted = weighted * self.extract(self.v_output_scale, t, mse).pow(-2)
         return {"loss": weighted + vb, "mse": mse, "vb": vb}

@@ -368,6 +368,31 @@ def test_a_scaled_v_upsampler_sees_unit_variance_and_defaults_to_the_wiener_esti
     torch.testing.assert_close(out["pred_xstart"], x0)
 
 
+def test_a_scaled_v_upsampler_is_trained_on_its_own_output_at_unit_scale():
+    """sigma_data's loss weight 1 / c_out^2 (Karras et al.): the network's target F has unit
+    variance at every noise level, so the zero network costs ~1 everywhere, where its plain v
+    error would cost ~sigma^2 at high noise and ~1 at low noise (the detail-free regression at
+    high noise drowned by the denoising terms)."""
+    sigma = 0.1
+    diffusion = create_diffusion(
+        1000, "linear", prediction_type="v", low_res_residual=True, sigma_data=sigma
+    )
+    g = torch.Generator().manual_seed(12)
+    low = torch.rand(4 * 256, 3, 4, 4, generator=g, dtype=F64) * 2 - 1
+    U = torch.nn.functional.interpolate(low, size=(8, 8), mode="bicubic").clamp(-1, 1)
+    x0 = U + sigma * torch.randn(U.shape, generator=g, dtype=F64)
+    t = torch.tensor([5, 30, 300, 999]).repeat_interleave(256)
+
+    def zero(x_in, timesteps, low_res):
+        return torch.zeros(x_in.shape[0], 6, *x_in.shape[2:], dtype=x_in.dtype)
+
+    losses = diffusion.training_losses(zero, x0, t, model_kwargs={"low_res": low}, generator=g)
+    per_level = (losses["loss"] - losses["vb"]).reshape(4, -1).mean(dim=1)
+    assert torch.allclose(per_level, torch.ones(4, dtype=F64), atol=0.1), per_level
+    plain = losses["mse"].reshape(4, -1).mean(dim=1)
+    assert plain[-1] < 2 * sigma**2 and plain[0] > 0.5, plain
+
+
 def test_sigma_data_outside_zero_one_or_without_v_is_refused():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="sigma_data"):
