@@ -260,6 +260,7 @@ def _validate_evaluate(ev: DictConfig) -> None:
         f"must be in [2, evaluate.num_samples={ev.num_samples}]",
     )
     _require(ev.kid_subsets >= 1, "evaluate.kid_subsets", "must be positive")
+    _require(ev.upsample_temperature >= 0, "evaluate.upsample_temperature", "must be >= 0")
     _require(0 < ev.confidence < 1, "evaluate.confidence", "must lie in (0, 1), e.g. 0.95")
     _require(ev.bootstrap_replicates >= 20, "evaluate.bootstrap_replicates", "must be >= 20")
     _require(ev.min_claim_samples >= 2, "evaluate.min_claim_samples", "must be at least 2")
@@ -313,7 +314,11 @@ def _validate_upsampler(cfg: DictConfig) -> None:
             f"train_upsampler.{key}",
             f"must be in [0, upsample_model.diffusion_steps={model.diffusion_steps}]",
         )
-    _require(train.sample_temperature > 0, "train_upsampler.sample_temperature", "must be > 0")
+    _require(
+        train.sample_temperature >= 0,
+        "train_upsampler.sample_temperature",
+        "must be >= 0 (0: a deterministic sampler starts from x_T = 0)",
+    )
     _require(train.sample_images >= 1, "train_upsampler.sample_images", "must be at least 1")
 
 

@@ -72,6 +72,8 @@ def test_cli_profile_overrides_params_profile(tmp_path):
         ("upsample_model.prediction_type=epsilon", "upsample_model.low_res_residual"),
         ("upsample_model.sigma_data=0", "upsample_model.sigma_data"),
         ("base_model.sigma_data=0.5", "base_model.sigma_data"),  # epsilon
+        ("train_upsampler.sample_temperature=-0.5", "train_upsampler.sample_temperature"),
+        ("evaluate.upsample_temperature=-1", "evaluate.upsample_temperature"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
