@@ -31,6 +31,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=48)
     parser.add_argument("--setting", action="append", default=[], help="steps:temperature")
     parser.add_argument("--fid", type=int, default=0, help="reference images for FID (0: none)")
+    parser.add_argument(
+        "--disjoint-fid",
+        action="store_true",
+        help="FID references are the --fid held-out images after the pairs (default: the first "
+        "--fid, which include the pairs' own targets, as the evaluate stage does)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -81,8 +87,9 @@ def main() -> None:
 
 
 def fid_figures(args: argparse.Namespace, pairs: int):
-    """A function (upsampled, bicubic uint8 [N, H, W, 3]) -> their FIDs against the first
-    ``args.fid`` held-out high-res images and the 95% interval of the FID gain over bicubic."""
+    """A function (upsampled, bicubic uint8 [N, H, W, 3]) -> their FIDs against ``args.fid``
+    held-out high-res images (the first, or with ``--disjoint-fid`` those after the ``pairs``),
+    the 95% interval of the FID gain over bicubic and the FID of the pairs' true images."""
     from pipeline.data.examples import held_out_examples
     from pipeline.evaluation.bootstrap import unpaired_fid
     from pipeline.evaluation.inception_weights import load_fid_inception
@@ -95,8 +102,13 @@ def fid_figures(args: argparse.Namespace, pairs: int):
         with torch.no_grad():
             return inception(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
 
-    real_images = held_out_examples(args.shards, args.fid, images=("hires",))
-    real = features(np.stack([example["hires"] for example in real_images]))
+    skip = pairs if args.disjoint_fid else 0
+    held_out = held_out_examples(args.shards, skip + args.fid, images=("hires",))
+    if len(held_out) < max(pairs, skip + args.fid):
+        raise SystemExit(f"only {len(held_out)} held-out images: fewer than --pairs/--fid ask")
+    hires = np.stack([example["hires"] for example in held_out])
+    real = features(hires[skip:])
+    truth = fid(real, features(hires[:pairs]))
     real_idx = bootstrap_indices(len(real), 1000, args.seed + 1)
     fake_idx = bootstrap_indices(pairs, 1000, args.seed)
 
@@ -109,6 +121,8 @@ def fid_figures(args: argparse.Namespace, pairs: int):
         low, high = centred_interval(gain, replicates, 0.95)
         return {
             "fid_reference_images": len(real),
+            "fid_references_disjoint": bool(args.disjoint_fid),
+            "fid_true_images": round(truth, 2),
             "fid_upsampler": round(fid(real, ours), 2),
             "fid_bicubic": round(fid(real, theirs), 2),
             "fid_gain": round(gain, 2),
