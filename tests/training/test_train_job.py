@@ -80,7 +80,16 @@ def test_a_worker_builds_the_diffusion_module_from_the_job(cfg):
     assert parts.final_metrics()["nonfinite_steps"] == 0
 
 
-def test_an_upsampler_grid_takes_its_settings_from_the_config(cfg):
+def test_an_upsampler_grid_takes_its_settings_from_the_config():
+    cfg = load_config(
+        [
+            "profile=ci",
+            "train_upsampler.sample_temperature=0.5",
+            "train_upsampler.sample_aug_level=7",
+        ],
+        params_path=None,
+        conf_dir=REPO / "conf",
+    )
     low, high = np.zeros((16, 16, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)
     sources = [{"base": low, "hires": high, "caption": "a red circle"}]
     job = round_trip(
@@ -88,8 +97,8 @@ def test_an_upsampler_grid_takes_its_settings_from_the_config(cfg):
     )
     assert job.model_kwargs["super_res"]
     (grids,) = job.build_parts(job, None).callbacks
-    assert grids.upsample.temperature == cfg.train_upsampler.sample_temperature == 0.997
-    assert grids.upsample.aug_level == cfg.train_upsampler.sample_aug_level
+    assert grids.upsample.temperature == 0.5
+    assert grids.upsample.aug_level == 7
     assert grids.prompts == ["a red circle"]
 
 
