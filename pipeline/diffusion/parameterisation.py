@@ -18,7 +18,9 @@ Karras et al. (2022)'s preconditioning fixes both: with s^2 = 1 - abar and D^2 =
 sigma_data^2 (r_t's variance), the network sees r_t / D and its output F gives
     v = sqrt(abar) s (1 - sigma_data^2) / D^2 * r_t + sigma_data / D * F,
 i.e. x0 = sqrt(abar) sigma_data^2 / D^2 * r_t - s sigma_data / D * F: F = 0 is the Wiener
-estimate of the residual, and at sigma_data = 1 this is plain v.
+estimate of the residual, and at sigma_data = 1 this is plain v. Training then weighs the v
+error by 1 / c_out^2 = D^2 / sigma_data^2 (gaussian_diffusion.training_losses), so F's target
+has unit variance at every noise level.
 """
 
 from __future__ import annotations
