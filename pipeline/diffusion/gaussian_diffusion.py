@@ -125,6 +125,9 @@ class GaussianDiffusion:
         self.v_input_scale, self.v_skip, self.v_output_scale = scaled_v_coefficients(
             self.alphas_cumprod, self.sigma_data
         )
+        # sigma_data != 1 implies v (check_parameterisation); the loss then weighs 1 / c_out^2
+        self.scaled_v = self.sigma_data != 1.0
+        self.v_loss_weight = self.v_output_scale**-2.0
 
     # ------------------------------------------------------------------ helpers
     def extract(self, arr: np.ndarray, t: Tensor, like: Tensor) -> Tensor:
@@ -154,7 +157,7 @@ class GaussianDiffusion:
         of x (parameterisation.py)."""
         offset = self._low_res_offset(x, model_kwargs) if self.low_res_residual else None
         r_t = x if offset is None else x - self.extract(self.sqrt_alphas_cumprod, t, x) * offset
-        scaled = self.prediction_type == "v" and self.sigma_data != 1.0
+        scaled = self.scaled_v
         x_in = r_t * self.extract(self.v_input_scale, t, x) if scaled else r_t
         out = model(x_in, self.original_timesteps(t), **model_kwargs)
         expected = (x.shape[0], 2 * x.shape[1], *x.shape[2:])
@@ -365,6 +368,6 @@ class GaussianDiffusion:
         vb = self.vb_terms_bpd(frozen, x_start, x_t, t) * (self.num_timesteps / 1000.0)
         mse = mean_flat((self.training_target(x_start, noise, t) - prediction) ** 2)
         weighted = mse * self.p2_weight(t, p2_gamma, p2_k, like=mse) if p2_gamma else mse
-        if self.prediction_type == "v" and self.sigma_data != 1.0:
-            weighted = weighted * self.extract(self.v_output_scale, t, mse).pow(-2)
+        if self.scaled_v:
+            weighted = weighted * self.extract(self.v_loss_weight, t, mse)
         return {"loss": weighted + vb, "mse": mse, "vb": vb}
