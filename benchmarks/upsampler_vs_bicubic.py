@@ -103,12 +103,13 @@ def fid_figures(args: argparse.Namespace, pairs: int):
             return inception(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
 
     skip = pairs if args.disjoint_fid else 0
-    held_out = held_out_examples(args.shards, skip + args.fid, images=("hires",))
-    if len(held_out) < max(pairs, skip + args.fid):
+    needed = max(pairs, skip + args.fid)
+    held_out = held_out_examples(args.shards, needed, images=("hires",))
+    if len(held_out) < needed:
         raise SystemExit(f"only {len(held_out)} held-out images: fewer than --pairs/--fid ask")
-    hires = np.stack([example["hires"] for example in held_out])
-    real = features(hires[skip:])
-    truth = fid(real, features(hires[:pairs]))
+    every = features(np.stack([example["hires"] for example in held_out]))  # each image once
+    real = every[skip : skip + args.fid]
+    truth = fid(real, every[:pairs])
     real_idx = bootstrap_indices(len(real), 1000, args.seed + 1)
     fake_idx = bootstrap_indices(pairs, 1000, args.seed)
 
