@@ -57,6 +57,16 @@ def gaussian_noise(
     )
 
 
+def _checked_betas(betas: np.ndarray) -> np.ndarray:
+    """``betas`` as float64 [T], refused unless non-empty, 1-D and in (0, 1]."""
+    betas = np.asarray(betas, dtype=np.float64)
+    if betas.ndim != 1 or len(betas) == 0:
+        raise ValueError("betas must be a non-empty 1-D array")
+    if not ((betas > 0).all() and (betas <= 1).all()):
+        raise ValueError("betas must lie in (0, 1]")
+    return betas
+
+
 class GaussianDiffusion:
     """Precomputed float64 schedule quantities plus the diffusion maths on tensors.
 
@@ -79,26 +89,26 @@ class GaussianDiffusion:
         self.prediction_type = prediction_type
         self.low_res_residual = bool(low_res_residual)
         self.sigma_data = float(sigma_data)
-        betas = np.asarray(betas, dtype=np.float64)
-        if betas.ndim != 1 or len(betas) == 0:
-            raise ValueError("betas must be a non-empty 1-D array")
-        if not ((betas > 0).all() and (betas <= 1).all()):
-            raise ValueError("betas must lie in (0, 1]")
-        self.betas = betas
-        self.num_timesteps = len(betas)
+        self.betas = _checked_betas(betas)
+        self.num_timesteps = len(self.betas)
+        self._tables: dict[tuple, tuple[np.ndarray | Tensor, Tensor]] = {}
+        self._set_timestep_map(timestep_map)
+        self._set_marginal_tables()
+        self._set_posterior_tables()
+        self._set_v_tables()
+
+    def _set_timestep_map(self, timestep_map: Sequence[int] | None) -> None:
         if timestep_map is None:
             timestep_map = range(self.num_timesteps)
         self.timestep_map = torch.as_tensor(list(timestep_map), dtype=torch.long)  # [T]
-        self._tables: dict[tuple, tuple[np.ndarray | Tensor, Tensor]] = {}
         if self.timestep_map.shape != (self.num_timesteps,):
             raise ValueError("timestep_map must have one entry per step")
 
-        alphas = 1.0 - betas
-        self.alphas_cumprod = np.cumprod(alphas)
+    def _set_marginal_tables(self) -> None:
+        """alpha_bar and the coefficients of q(x_t | x_0)."""
+        self.alphas_cumprod = np.cumprod(1.0 - self.betas)
         self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
         self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
-
-        # q(x_t | x_0)
         self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
         self.one_minus_alphas_cumprod = 1.0 - self.alphas_cumprod
         self.sqrt_one_minus_alphas_cumprod = np.sqrt(self.one_minus_alphas_cumprod)
@@ -106,22 +116,23 @@ class GaussianDiffusion:
         self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1.0)
         self.snr_values = self.alphas_cumprod / self.one_minus_alphas_cumprod  # SNR_t
+        self.log_betas = np.log(self.betas)
 
-        # q(x_{t-1} | x_t, x_0): beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
-        self.posterior_variance = (
-            betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        )
+    def _set_posterior_tables(self) -> None:
+        """q(x_{t-1} | x_t, x_0): beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)."""
+        betas, prev = self.betas, self.alphas_cumprod_prev
+        self.posterior_variance = betas * (1.0 - prev) / (1.0 - self.alphas_cumprod)
         # beta_tilde_0 = 0: its log is replaced by log beta_tilde_1 (the value is never used as a
         # variance at t = 0, only as the lower end of the learned range).
-        first = self.posterior_variance[1] if self.num_timesteps > 1 else self.betas[0]
+        first = self.posterior_variance[1] if self.num_timesteps > 1 else betas[0]
         self.posterior_log_variance_clipped = np.log(np.append(first, self.posterior_variance[1:]))
-        self.posterior_mean_coef1 = (
-            betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        )
+        self.posterior_mean_coef1 = betas * np.sqrt(prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (
-            (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+            (1.0 - prev) * np.sqrt(1.0 - betas) / (1.0 - self.alphas_cumprod)
         )
-        self.log_betas = np.log(betas)
+
+    def _set_v_tables(self) -> None:
+        """Karras et al.'s scaled-v coefficients and the loss weight 1 / c_out^2."""
         self.v_input_scale, self.v_skip, self.v_output_scale = scaled_v_coefficients(
             self.alphas_cumprod, self.sigma_data
         )
