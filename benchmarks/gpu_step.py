@@ -1,7 +1,7 @@
 """Speed of one training step of a profile's model: bare and through the Lightning module.
 
 Bare: the network, the hybrid loss and AdamW (fused where the device has it), under the stage's
-precision. Lightning: the same step through GlideDiffusionModule and a Trainer (EMA, gradient
+precision, on images of the stage's training size (``crop_size`` crops where it sets one). Lightning: the same step through GlideDiffusionModule and a Trainer (EMA, gradient
 clipping, caption drop, logging), fed by batches already in memory. Random data; no Ray, no
 MLflow. FLOPs per step are counted once with FlopCounterMode; the fraction of peak uses
 --peak-tflops or the dense bf16/fp16 peak known for the GPU's name. Prints one JSON object.
@@ -39,10 +39,13 @@ def stage_names(model: str) -> tuple[str, str]:
     }[model]
 
 
-def random_batch(model_kwargs: dict[str, Any], batch: int, low_res: int, seed: int = 0) -> dict:
-    """A batch in the training stream's format (uint8 images [B, H, W, 3], tokens, mask)."""
+def random_batch(
+    model_kwargs: dict[str, Any], batch: int, low_res: int, seed: int = 0, size: int = 0
+) -> dict:
+    """A batch in the training stream's format (uint8 images [B, H, W, 3], tokens, mask);
+    ``size``: the side of the training images (a crop), 0 for the model's image_size."""
     g = torch.Generator().manual_seed(seed)
-    size, ctx = model_kwargs["image_size"], model_kwargs["text_ctx"]
+    size, ctx = size or model_kwargs["image_size"], model_kwargs["text_ctx"]
     out = {
         "image": torch.randint(0, 256, (batch, size, size, 3), generator=g, dtype=torch.uint8),
         "tokens": torch.randint(1, VOCAB_SIZE, (batch, ctx), generator=g),
@@ -249,7 +252,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "compile": args.compile,
         "compile_backend": args.compile_backend,
     }
-    batch = random_batch(model_kwargs, args.batch, int(cfg.shard.base_resolution))
+    size = int(train.crop_size) or int(model_kwargs["image_size"])  # what the stage trains on
+    low_res = size * int(cfg.shard.base_resolution) // int(model_kwargs["image_size"])
+    batch = random_batch(model_kwargs, args.batch, low_res, size=size)
     result: dict[str, Any] = {
         "profile": args.profile,
         "model": args.model,
@@ -257,6 +262,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "batch": args.batch,
         "image_size": int(model_kwargs["image_size"]),
+        "train_size": size,
         "precision": str(train.precision),
         **{k: v for k, v in execution.items() if k != "compile_backend"},
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
