@@ -10,7 +10,10 @@ interval is that of the difference). It measures what sampler settings and train
 not speed.
 
     python benchmarks/upsampler_vs_bicubic.py models/upsampler.pt --pairs 48 --fid 96 \
-        --setting fast27:0.997 --setting ddim25:0
+        --setting fast27:0.997 --setting ddim25:0 --tile 32 --tile-stride 8
+
+``--tile`` runs the network on overlapping tiles of that size (the training crop size of a model
+trained on crops; ``--tile-stride`` apart), as ``evaluate.upsample_tile_size`` does.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def main() -> None:
         help="FID references are the --fid held-out images after the pairs (default: the first "
         "--fid, which include the pairs' own targets, as the evaluate stage does)",
     )
+    parser.add_argument("--tile", type=int, default=0, help="tile size (0: whole images)")
+    parser.add_argument("--tile-stride", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -49,6 +54,7 @@ def main() -> None:
     )
     from pipeline.evaluation.upsampling import EVALUATION_SETTINGS, evaluate_upsampling
     from pipeline.sampling import load_sampling_model
+    from pipeline.sampling.tiles import Tiling
 
     torch.set_num_threads(args.threads)
     upsampler = load_sampling_model(args.model, expect="upsample")
@@ -61,7 +67,8 @@ def main() -> None:
         settings = replace(
             EVALUATION_SETTINGS, steps=steps, temperature=float(temperature), seed=args.seed
         )
-        result = evaluate_upsampling(upsampler, pairs, settings)
+        tiling = Tiling(args.tile, args.tile_stride)
+        result = evaluate_upsampling(upsampler, pairs, settings, tiling=tiling)
         gain = torch.from_numpy(result.per_image_upsampler - result.per_image_bicubic)
         point = float(gain.mean())
         low, high = centred_interval(point, bootstrap_mean(gain, indices), 0.95)
@@ -73,6 +80,7 @@ def main() -> None:
                     "model": args.model,
                     "steps": steps,
                     "temperature": float(temperature),
+                    "tile": [args.tile, args.tile_stride] if args.tile else None,
                     "pairs": len(pairs),
                     "psnr_upsampler": round(result.psnr_upsampler, 2),
                     "psnr_bicubic": round(result.psnr_bicubic, 2),

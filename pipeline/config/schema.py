@@ -314,6 +314,9 @@ class EvaluateConfig:
     cascade_samples: int = 64
     upsample_steps: str = "fast27"
     upsample_temperature: float = 0.997
+    upsample_tile_size: int = 0  # an upsampler trained on crops: its crop size (0: whole images)
+    upsample_tile_stride: int = 8  # pixels between tiles (pipeline/sampling/tiles.py)
+    upsample_tile_below_t: int = 1000  # tiles only at timesteps below this (1000: every step)
     inpaint_samples: int = 64
     inpaint_guidance: float = 5.0
     inpaint_band_width: int = 2  # pixels each side of the mask boundary

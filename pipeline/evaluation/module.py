@@ -287,6 +287,7 @@ class GlideEvaluationModule(pl.LightningModule):
     ) -> None:
         """Cascade FID at the high resolution; the upsampler against bicubic on real inputs."""
         from pipeline.evaluation.upsampling import bicubic_upsample, psnr
+        from pipeline.sampling.tiles import Tiling
         from pipeline.sampling.upsample import sample_upsample
 
         rows = indices < int(self.settings["cascade_samples"])
@@ -299,6 +300,11 @@ class GlideEvaluationModule(pl.LightningModule):
             steps=str(self.settings["upsample_steps"]),
             temperature=float(self.settings["upsample_temperature"]),
         )
+        tiling = Tiling(
+            int(self.settings["upsample_tile_size"]),
+            int(self.settings["upsample_tile_stride"]),
+            int(self.settings["upsample_tile_below_t"]),
+        )
         cascade_name = Condition("cfg", float(self.settings["cascade_guidance"])).name
         low = samples.get(cascade_name)
         if low is None:
@@ -307,7 +313,7 @@ class GlideEvaluationModule(pl.LightningModule):
             )
         else:
             low = low[rows]
-        cascade = sample_upsample(upsampler, keep, low, settings)
+        cascade = sample_upsample(upsampler, keep, low, settings, tiling=tiling)
         features = self.features_of(cascade.cpu())
         self.cascade_fid["cascade"].update(features, real=False)
         self._record("cascade_features", indices[rows], features)
@@ -315,7 +321,7 @@ class GlideEvaluationModule(pl.LightningModule):
 
         real_low = torch.as_tensor(batch["base"])[rows]
         real_high = torch.as_tensor(batch["hires"])[rows].numpy()
-        upsampled = sample_upsample(upsampler, keep, real_low, settings).cpu()
+        upsampled = sample_upsample(upsampler, keep, real_low, settings, tiling=tiling).cpu()
         bicubic = torch.from_numpy(bicubic_upsample(real_low.numpy(), real_high.shape[1]))
         for name, images in (("upsampler", upsampled), ("bicubic", bicubic)):
             features = self.features_of(images)

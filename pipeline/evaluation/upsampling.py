@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.sampling import SamplerSettings, SamplingModel
-from pipeline.sampling.upsample import GLIDE_UPSAMPLE_SETTINGS, sample_upsample
+from pipeline.sampling.tiles import Tiling
+from pipeline.sampling.upsample import GLIDE_UPSAMPLE_SETTINGS, WHOLE_IMAGE, sample_upsample
 
 PSNR_CAP_DB = 100.0  # identical images: a finite value, so means and JSON stay usable
 EVALUATION_SETTINGS = replace(GLIDE_UPSAMPLE_SETTINGS, batch_size=16)
@@ -79,9 +80,11 @@ def evaluate_upsampling(
     settings: SamplerSettings = EVALUATION_SETTINGS,
     *,
     aug_level: int = 0,
+    tiling: Tiling = WHOLE_IMAGE,
 ) -> UpsamplingEvaluation:
-    """Upsample every pair's ``base`` (uint8 [h, w, 3]) with its ``caption`` and compare with its
-    ``hires`` (uint8 [H, W, 3]); the same for bicubic upsampling."""
+    """Upsample every pair's ``base`` (uint8 [h, w, 3]) with its ``caption`` (the network run on
+    ``tiling``'s tiles) and compare with its ``hires`` (uint8 [H, W, 3]); the same for bicubic
+    upsampling."""
     if not pairs:
         raise ValueError("no held-out pairs to evaluate")
     size = int(upsampler.model.image_size)
@@ -95,7 +98,9 @@ def evaluate_upsampling(
     reference = np.stack([np.asarray(pair["hires"], dtype=np.uint8) for pair in pairs])
     captions = [str(pair["caption"]) for pair in pairs]
     low_res = torch.from_numpy(low)
-    upsampled = sample_upsample(upsampler, captions, low_res, settings, aug_level=aug_level).numpy()
+    upsampled = sample_upsample(
+        upsampler, captions, low_res, settings, aug_level=aug_level, tiling=tiling
+    ).numpy()
     bicubic = bicubic_upsample(low, size)
     per_model, per_bicubic = psnr(upsampled, reference), psnr(bicubic, reference)
     return UpsamplingEvaluation(

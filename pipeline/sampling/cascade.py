@@ -22,7 +22,8 @@ from pipeline.diffusion import SamplerSettings
 from pipeline.sampling.inpaint import check_edit_inputs, sample_inpaint
 from pipeline.sampling.loading import SamplingModel
 from pipeline.sampling.text_to_image import DEFAULT_SETTINGS, sample_text_to_image
-from pipeline.sampling.upsample import GLIDE_UPSAMPLE_SETTINGS, sample_upsample
+from pipeline.sampling.tiles import Tiling
+from pipeline.sampling.upsample import GLIDE_UPSAMPLE_SETTINGS, WHOLE_IMAGE, sample_upsample
 
 
 @dataclass
@@ -85,19 +86,20 @@ def sample_cascade(
     guidance_scale: float = 3.0,
     aug_level: int = 0,
     edit: tuple[Tensor, Tensor] | None = None,
+    tiling: Tiling = WHOLE_IMAGE,
 ) -> CascadeResult:
     """One image per caption through base model (``base_settings``, classifier-free guidance at
     ``guidance_scale``) and upsampler (``upsample_settings``, no guidance).
 
     ``edit``: (source uint8 [H, W, 3], keep bool [H, W]) at the upsampler's resolution, for the
     inpainting cascade (``base`` is then an inpainting model, or any model for the
-    replacement-only baseline).
+    replacement-only baseline). ``tiling``: the upsampler's tiles (tiles.py; default none).
     """
     _check_pair(base, upsampler)
     high_size = int(upsampler.model.image_size)
     low = _sample_base(base, prompts, base_settings, guidance_scale, edit, high_size)
     # uint8: the base samples quantised to 8 bits, as GLIDE conditions its upsampler
     high = sample_upsample(
-        upsampler, prompts, low, upsample_settings, aug_level=aug_level, known=edit
+        upsampler, prompts, low, upsample_settings, aug_level=aug_level, known=edit, tiling=tiling
     )
     return CascadeResult(base=low, upsampled=high)

@@ -58,6 +58,7 @@ from pipeline.sampling.clip_guided import check_clip_for_model, sample_clip_guid
 from pipeline.sampling.inpaint import check_edit_inputs, sample_inpaint
 from pipeline.sampling.loading import SamplingModel, load_sampling_model
 from pipeline.sampling.text_to_image import sample_text_to_image
+from pipeline.sampling.tiles import Tiling
 from pipeline.text import CaptionTruncatedWarning, encode_batch
 
 
@@ -174,6 +175,22 @@ def _add_cascade_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="noise-conditioning augmentation level (noise_cond_aug upsamplers only; default 0)",
     )
+    cascade.add_argument(
+        "--upsample-tile",
+        type=int,
+        default=0,
+        help="run the upsampler on tiles of this size: its training crop size, for an upsampler "
+        "trained on crops (default 0: whole images, as GLIDE)",
+    )
+    cascade.add_argument(
+        "--upsample-tile-stride", type=int, default=8, help="pixels between tiles (default 8)"
+    )
+    cascade.add_argument(
+        "--upsample-tile-below-t",
+        type=int,
+        default=1000,
+        help="tiles only at timesteps below this (default 1000: every step)",
+    )
 
 
 def _add_clip_arguments(parser: argparse.ArgumentParser) -> None:
@@ -249,6 +266,15 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--upsample-temp must be > 0, got {args.upsample_temp}")
         if args.upsample_aug_level < 0:
             raise UsageError(f"--upsample-aug-level must be >= 0, got {args.upsample_aug_level}")
+        try:
+            upsample_tiling(args)
+        except ValueError as err:
+            raise UsageError(f"--upsample-tile*: {err}") from err
+
+
+def upsample_tiling(args: argparse.Namespace) -> Tiling:
+    """The upsampler's tiling from ``--upsample-tile``, ``-stride`` and ``-below-t``."""
+    return Tiling(args.upsample_tile, args.upsample_tile_stride, args.upsample_tile_below_t)
 
 
 def read_image(path: str, what: str, mode: str) -> np.ndarray:
@@ -354,6 +380,7 @@ def _sample_cascade(
             guidance_scale=args.guidance,
             aug_level=args.upsample_aug_level,
             edit=edit_inputs,
+            tiling=upsample_tiling(args),
         )
     except ValueError as err:
         raise UsageError(str(err)) from err

@@ -100,6 +100,7 @@ def _settings(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
             "model_mlflow_run_id": info.get("upsampler", {}).get("mlflow_run_id", ""),
             "steps": args.upsample_steps, "temperature": args.upsample_temp,
             "aug_level": args.upsample_aug_level,
+            "tile": [args.upsample_tile, args.upsample_tile_stride, args.upsample_tile_below_t],
         }),
         "clip_guidance": when(
             args.clip_guidance is not None,

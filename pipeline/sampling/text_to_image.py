@@ -23,6 +23,7 @@ from pipeline.diffusion import (
     sample_loop_progressive,
 )
 from pipeline.sampling.loading import SamplingModel
+from pipeline.sampling.tiles import Tiling
 from pipeline.text import empty_caption_tokens, tokenize_batch
 
 CondFnFor = Callable[[list[str]], Callable[..., Tensor]]
@@ -42,6 +43,7 @@ class Conditioning:
         guidance_scale 1.
     image_guidance_scale: set for instruction editing (InstructPix2Pix): the batch is tripled,
         [(image, text); (image, empty); (zeros, empty)], and ``guidance_scale`` is the text scale.
+    tiling: run the network on overlapping tiles (an upsampler trained on crops; tiles.py).
     """
 
     guidance_scale: float = 1.0
@@ -49,6 +51,7 @@ class Conditioning:
     denoised_fn: Callable[[Tensor], Tensor] | None = None
     cond_fn_for: CondFnFor | None = None
     image_guidance_scale: float | None = None
+    tiling: Tiling = field(default_factory=Tiling)
 
     @property
     def guided(self) -> bool:
@@ -137,12 +140,13 @@ def _batch_steps(
 
 
 def _guided_network(model: torch.nn.Module, conditioning: Conditioning) -> Callable[..., Tensor]:
+    network = conditioning.tiling.wrap(model)  # inside guidance: tiles must not split its halves
     if conditioning.image_guidance_scale is not None:
         scales = (conditioning.image_guidance_scale, conditioning.guidance_scale)
-        return instruct_guidance_model(model, *scales)
+        return instruct_guidance_model(network, *scales)
     if conditioning.guided:
-        return classifier_free_guidance_model(model, conditioning.guidance_scale)
-    return model
+        return classifier_free_guidance_model(network, conditioning.guidance_scale)
+    return network
 
 
 def _resolved(sampler: SamplingModel, settings: SamplerSettings) -> SamplerSettings:

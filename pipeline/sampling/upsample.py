@@ -27,12 +27,14 @@ from pipeline.sampling.inpaint import (
 )
 from pipeline.sampling.loading import SamplingModel
 from pipeline.sampling.text_to_image import Conditioning, sample_images, to_uint8
+from pipeline.sampling.tiles import Tiling
 
 GLIDE_UPSAMPLE_STEPS = "fast27"
 GLIDE_UPSAMPLE_TEMPERATURE = 0.997
 GLIDE_UPSAMPLE_SETTINGS = SamplerSettings(
     steps=GLIDE_UPSAMPLE_STEPS, temperature=GLIDE_UPSAMPLE_TEMPERATURE
 )
+WHOLE_IMAGE = Tiling()  # GLIDE: one network call over the whole image
 
 
 def images_to_model(images: Tensor) -> Tensor:
@@ -98,6 +100,7 @@ def sample_upsample(
     *,
     aug_level: int = 0,
     known: tuple[Tensor, Tensor] | None = None,
+    tiling: Tiling = WHOLE_IMAGE,
 ) -> Tensor:
     """Upsample ``low_res`` (uint8 [N, h, w, 3]), image i with caption ``prompts[i]``; returns
     uint8 [N, H, W, 3] at the model's resolution. No guidance, as GLIDE; ``settings.temperature``
@@ -105,7 +108,8 @@ def sample_upsample(
 
     ``aug_level`` (noise_cond_aug models only): the level at which the low-res inputs are noised
     and which the model is told. ``known``: (source uint8 [H, W, 3], keep bool [H, W]) for the
-    inpainting cascade; the kept pixels of the source come out exactly.
+    inpainting cascade; the kept pixels of the source come out exactly. ``tiling``: run the
+    network on overlapping tiles of its training crop size (tiles.py; default: whole images).
     """
     check_low_res(sampler.model, low_res, len(prompts))
     inputs = _low_res_inputs(sampler, low_res, aug_level, settings.seed)
@@ -113,6 +117,6 @@ def sample_upsample(
         raise ValueError("an inpainting upsampler needs the known high-res region (known=...)")
     device = sampler.device if settings.device is None else torch.device(settings.device)
     region = _known_region(sampler, known, device) if known is not None else Conditioning()
-    conditioning = replace(region, image_inputs={**inputs, **region.image_inputs})
+    conditioning = replace(region, image_inputs={**inputs, **region.image_inputs}, tiling=tiling)
     samples = to_uint8(sample_images(sampler, prompts, settings, conditioning))
     return samples if known is None else keep_known_pixels(samples, *known)

@@ -17,7 +17,8 @@ from pipeline.sampling import (
 )
 from pipeline.sampling.inpaint import sample_inpaint
 from pipeline.sampling.instruct_edit import sample_instruct_edit
-from pipeline.sampling.upsample import sample_upsample
+from pipeline.sampling.tiles import Tiling
+from pipeline.sampling.upsample import WHOLE_IMAGE, sample_upsample
 from pipeline.text import Tokenizer
 
 
@@ -66,11 +67,13 @@ class StepProgressLog(pl.Callback):
 class UpsampleGrid:
     """A super-resolution model's sample grid: held-out ``{"base", "hires", "caption"}``
     (their captions prompt), upsampled at ``temperature`` (the initial noise's scale) and
-    low-res augmentation level ``aug_level`` (models with noise conditioning augmentation)."""
+    low-res augmentation level ``aug_level`` (models with noise conditioning augmentation),
+    the network run on ``tiling``'s tiles (a model trained on crops: their size)."""
 
     sources: list[dict[str, Any]]
     temperature: float
     aug_level: int
+    tiling: Tiling = WHOLE_IMAGE
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,12 @@ class SampleGridCallback(pl.Callback):
         low = torch.stack([torch.as_tensor(s["base"]) for s in sources])
         settings = replace(settings, temperature=self.upsample.temperature)
         upsampled = sample_upsample(
-            sampler, self.prompts, low, settings, aug_level=self.upsample.aug_level
+            sampler,
+            self.prompts,
+            low,
+            settings,
+            aug_level=self.upsample.aug_level,
+            tiling=self.upsample.tiling,
         )
         images, captions = [], []
         for source, output in zip(sources, upsampled.numpy(), strict=True):

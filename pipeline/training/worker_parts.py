@@ -74,14 +74,20 @@ def _starting_state(job: TrainJob) -> dict[str, Any] | None:
 def _sample_grids(job: TrainJob, tokenizer: Any, log_image: LogImage | None) -> Any:
     """The callback sampling the stage's grids: text-to-image, or editing the job's
     ``edit_sources`` (inpainting), or upsampling its ``upsample_sources`` (super-resolution,
-    with the temperature and augmentation level of its config section)."""
+    with the temperature and augmentation level of its config section, on tiles of its training
+    crop size)."""
+    from pipeline.sampling.tiles import Tiling
     from pipeline.training.callbacks import InstructGrid, SampleGridCallback, UpsampleGrid
 
     train = job.train
     upsample = None
     if job.upsample_sources:
+        crop = int(train.get("crop_size", 0))
         upsample = UpsampleGrid(
-            job.upsample_sources, float(train.sample_temperature), int(train.sample_aug_level)
+            job.upsample_sources,
+            float(train.sample_temperature),
+            int(train.sample_aug_level),
+            Tiling(crop if crop < int(job.model_kwargs["image_size"]) else 0),
         )
     instruct = None
     if job.instruct_sources:

@@ -74,6 +74,9 @@ def test_cli_profile_overrides_params_profile(tmp_path):
         ("base_model.sigma_data=0.5", "base_model.sigma_data"),  # epsilon
         ("train_upsampler.sample_temperature=-0.5", "train_upsampler.sample_temperature"),
         ("evaluate.upsample_temperature=-1", "evaluate.upsample_temperature"),
+        ("evaluate.upsample_tile_size=-8", "evaluate.upsample_tile_size"),
+        ("evaluate.upsample_tile_stride=0", "evaluate.upsample_tile_stride"),
+        ("evaluate.upsample_tile_stride=40", "evaluate.upsample_tile_stride"),  # gaps: 32-px tiles
     ],
 )
 def test_bad_values_name_the_key(override, key):

@@ -125,6 +125,7 @@ def test_cli_cascade_round_trip(tiny_model_file, upsampler_file, tmp_path):
     summary = json.loads((out / "samples.json").read_text())
     assert summary["upsample"]["steps"] == "ddim3" and summary["upsample"]["temperature"] == 0.997
     assert summary["upsample"]["model_mlflow_run_id"] == "run-up"
+    assert summary["upsample"]["tile"] == [0, 8, 1000]  # whole images unless asked
     assert [r["file"] for r in summary["images"]][:2] == ["000_000.png", "000_001.png"]
     for record in summary["images"]:
         assert Image.open(out / record["file"]).size == (32, 32)
@@ -148,6 +149,7 @@ def test_cli_cascade_errors(tiny_model_file, upsampler_file, tmp_path, capsys):
            "holds a text2im model; this needs an upsample model")  # fmt: skip
     expect([*base, "--upsample-temp", "0"], "--upsample-temp must be > 0")
     expect([*base, "--upsample-steps", "ddimx"], "--upsample-steps")
+    expect([*base, "--upsample-tile", "8", "--upsample-tile-stride", "16"], "leaves gaps")
     image, mask = tmp_path / "in.png", tmp_path / "mask.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(mask)

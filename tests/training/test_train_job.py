@@ -99,6 +99,7 @@ def test_an_upsampler_grid_takes_its_settings_from_the_config():
     (grids,) = job.build_parts(job, None).callbacks
     assert grids.upsample.temperature == 0.5
     assert grids.upsample.aug_level == 7
+    assert grids.upsample.tiling.size == 32  # sampled as trained: on its 32-px crops
     assert grids.prompts == ["a red circle"]
 
 

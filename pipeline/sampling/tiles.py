@@ -1,0 +1,120 @@
+"""Running a super-resolution network on overlapping tiles of the training crop size.
+
+An upsampler trained on random crops (``train_upsampler.crop_size``) normalises its activations
+with GroupNorm statistics of a crop; run on the whole image, the statistics are the whole
+image's and the output drifts in flat regions (colour casts over whole regions, a frame along
+the border: docs/evaluation.md). Applied tile by tile, every network call sees what training
+saw. Each network call of the sampler is replaced by calls on ``size x size`` tiles every
+``stride`` pixels (the low-res input tiled at the aligned positions), blended with a triangular
+window that falls towards each tile's edges (where the network sees zero padding instead of the
+image) and normalised by the summed window, so every pixel gets a weighted mean over the tiles
+that cover it.
+
+Only the low-noise steps need tiles: there the network sets the fine detail that the casts
+spoil, while the high-noise steps set the low frequencies, which tiling leaves as they are
+(measured: docs/evaluation.md). ``below_t`` limits tiling to original timesteps below it, so
+the high-noise steps cost one whole-image call each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Network = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Tiles of ``size`` pixels every ``stride`` pixels (both multiples of the upsampling factor;
+    ``size`` 0: the whole image in one call) at original timesteps below ``below_t``."""
+
+    size: int = 0
+    stride: int = 8
+    below_t: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.size < 0 or self.stride <= 0 or self.below_t < 0:
+            raise ValueError(
+                f"tile size {self.size} / stride {self.stride} / below_t {self.below_t}: "
+                "expected >= 0 / > 0 / >= 0"
+            )
+        if self.size and self.stride > self.size:
+            raise ValueError(f"tile stride {self.stride} leaves gaps between {self.size}-px tiles")
+
+    def wrap(self, network: Network) -> Network:
+        """``network`` itself when tiling is off, else the same callable, run tile by tile at the
+        timesteps below ``below_t``."""
+        if not self.size:
+            return network
+
+        def run(x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
+            if int(t.max()) >= self.below_t:
+                return network(x, t, **kwargs)
+            return tiled_forward(network, x, t, self, **kwargs)
+
+        return run
+
+
+def tile_offsets(image_size: int, tile: Tiling, factor: int) -> list[int]:
+    """Tile start positions along one side: every ``stride`` px, the last flush with the edge."""
+    if image_size % factor or tile.size % factor or tile.stride % factor:
+        raise ValueError(
+            f"image {image_size}, tile {tile.size} and stride {tile.stride} must all be multiples "
+            f"of the upsampling factor {factor}"
+        )
+    if tile.size > image_size:
+        raise ValueError(f"{tile.size}-px tiles do not fit a {image_size}-px image")
+    offsets = list(range(0, image_size - tile.size + 1, tile.stride))
+    return offsets if offsets[-1] == image_size - tile.size else [*offsets, image_size - tile.size]
+
+
+def tile_window(size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """[size, size] weights: a separable triangle, highest at the tile centre, positive at edges."""
+    ramp = torch.arange(size, dtype=dtype) + 0.5
+    side = torch.minimum(ramp, size - ramp)  # [size]
+    return side[:, None] * side[None, :]
+
+
+def _repeat_batch(value: Any, copies: int) -> Any:
+    """A per-image network input (tensor or dict of tensors, batch first) repeated for tiles."""
+    if isinstance(value, dict):
+        return {key: _repeat_batch(item, copies) for key, item in value.items()}
+    return torch.cat([value] * copies) if isinstance(value, Tensor) else value
+
+
+def tiled_forward(
+    network: Network, x: Tensor, t: Tensor, tile: Tiling, *, low_res: Tensor, **kwargs: Any
+) -> Tensor:
+    """``network(x [B, C, H, W], t [B], low_res=[B, C, h, w], **kwargs)`` computed on tiles and
+    blended: [B, C_out, H, W]. The tiles of one image row go through the network as one batch."""
+    batch, _, height, width = x.shape
+    if height != width or height % low_res.shape[-1]:
+        raise ValueError(
+            f"tiling needs square images; got {height}x{width}, low-res {low_res.shape}"
+        )
+    factor = height // low_res.shape[-1]
+    offsets = tile_offsets(height, tile, factor)
+    low = tile.size // factor
+    window = tile_window(tile.size, x.dtype).to(x.device)
+    out, norm = None, torch.zeros(height, width, dtype=x.dtype, device=x.device)
+    row_kwargs = {key: _repeat_batch(value, len(offsets)) for key, value in kwargs.items()}
+    for top in offsets:
+        tiles = [x[..., top : top + tile.size, left : left + tile.size] for left in offsets]
+        lows = [
+            low_res[..., top // factor : top // factor + low, left // factor : left // factor + low]
+            for left in offsets
+        ]
+        times = torch.cat([t] * len(offsets))
+        outputs = network(torch.cat(tiles), times, low_res=torch.cat(lows), **row_kwargs)
+        if out is None:
+            out = x.new_zeros(batch, outputs.shape[1], height, width)
+        for index, left in enumerate(offsets):
+            part = outputs[index * batch : (index + 1) * batch]
+            out[..., top : top + tile.size, left : left + tile.size] += part * window
+            norm[top : top + tile.size, left : left + tile.size] += window
+    return out / norm
