@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
 from pipeline.config import load_config
+from pipeline.sampling.tiles import Tiling
 from pipeline.training.callbacks import SampleGridCallback
 from pipeline.training.clip_module import ClipModule
 from pipeline.training.clip_stage import ClipWorkerData, clip_model_kwargs, clip_worker_parts
@@ -99,7 +100,8 @@ def test_an_upsampler_grid_takes_its_settings_from_the_config():
     (grids,) = job.build_parts(job, None).callbacks
     assert grids.upsample.temperature == 0.5
     assert grids.upsample.aug_level == 7
-    assert grids.upsample.tiling.size == 32  # sampled as trained: on its 32-px crops
+    # sampled as trained, on its 32-px crops, with the evaluation's stride and step limit
+    assert grids.upsample.tiling == Tiling(32, 8, 200)
     assert grids.prompts == ["a red circle"]
 
 
