@@ -188,8 +188,8 @@ def _add_cascade_arguments(parser: argparse.ArgumentParser) -> None:
     cascade.add_argument(
         "--upsample-tile-below-t",
         type=int,
-        default=1000,
-        help="tiles only at timesteps below this (default 1000: every step)",
+        default=200,
+        help="tiles only at timesteps below this (default 200: the low-noise steps; 1000: all)",
     )
 
 

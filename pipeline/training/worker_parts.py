@@ -71,15 +71,12 @@ def _starting_state(job: TrainJob) -> dict[str, Any] | None:
     return starting_weights(read_model_file(job.init_from), job.model_kwargs)
 
 
-def _grid_tiling(evaluate: Any, crop_size: int, image_size: int) -> Any:
-    """An upsampler trained on crops samples its grids on tiles of the crop size, with the
-    evaluation's stride and timestep limit (pipeline/sampling/tiles.py)."""
+def _grid_tiling(crop_size: int, image_size: int) -> Any:
+    """An upsampler trained on crops samples its grids on tiles of the crop size
+    (pipeline/sampling/tiles.py, its default stride and timestep limit)."""
     from pipeline.sampling.tiles import Tiling
 
-    if not 0 < crop_size < image_size:
-        return Tiling()
-    stride, below_t = int(evaluate.upsample_tile_stride), int(evaluate.upsample_tile_below_t)
-    return Tiling(crop_size, min(stride, crop_size), below_t)
+    return Tiling(crop_size) if 0 < crop_size < image_size else Tiling()
 
 
 def _sample_grids(job: TrainJob, tokenizer: Any, log_image: LogImage | None) -> Any:
@@ -97,7 +94,7 @@ def _sample_grids(job: TrainJob, tokenizer: Any, log_image: LogImage | None) -> 
             job.upsample_sources,
             float(train.sample_temperature),
             int(train.sample_aug_level),
-            _grid_tiling(job.cfg.evaluate, crop, int(job.model_kwargs["image_size"])),
+            _grid_tiling(crop, int(job.model_kwargs["image_size"])),
         )
     instruct = None
     if job.instruct_sources:

@@ -125,7 +125,7 @@ def test_cli_cascade_round_trip(tiny_model_file, upsampler_file, tmp_path):
     summary = json.loads((out / "samples.json").read_text())
     assert summary["upsample"]["steps"] == "ddim3" and summary["upsample"]["temperature"] == 0.997
     assert summary["upsample"]["model_mlflow_run_id"] == "run-up"
-    assert summary["upsample"]["tile"] == [0, 8, 1000]  # whole images unless asked
+    assert summary["upsample"]["tile"] == [0, 8, 200]  # whole images unless asked
     assert [r["file"] for r in summary["images"]][:2] == ["000_000.png", "000_001.png"]
     for record in summary["images"]:
         assert Image.open(out / record["file"]).size == (32, 32)
