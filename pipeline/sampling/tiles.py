@@ -87,11 +87,18 @@ def _repeat_batch(value: Any, copies: int) -> Any:
     return torch.cat([value] * copies) if isinstance(value, Tensor) else value
 
 
+def _is_image(value: Any, size: int) -> bool:
+    """A spatial network input at the full resolution (tiled like x)."""
+    return isinstance(value, Tensor) and value.ndim == 4 and tuple(value.shape[-2:]) == (size,) * 2
+
+
 def tiled_forward(
     network: Network, x: Tensor, t: Tensor, tile: Tiling, *, low_res: Tensor, **kwargs: Any
 ) -> Tensor:
     """``network(x [B, C, H, W], t [B], low_res=[B, C, h, w], **kwargs)`` computed on tiles and
-    blended: [B, C_out, H, W]. The tiles of one image row go through the network as one batch."""
+    blended: [B, C_out, H, W]. Other full-resolution image inputs (an inpainting upsampler's
+    ``inpaint_image``, ``inpaint_mask``) are tiled with x; per-image inputs are repeated. The
+    tiles of one row go through the network as one batch."""
     batch, _, height, width = x.shape
     if height != width or height % low_res.shape[-1]:
         raise ValueError(
@@ -102,15 +109,21 @@ def tiled_forward(
     low = tile.size // factor
     window = tile_window(tile.size, x.dtype).to(x.device)
     out, norm = None, torch.zeros(height, width, dtype=x.dtype, device=x.device)
-    row_kwargs = {key: _repeat_batch(value, len(offsets)) for key, value in kwargs.items()}
+    full_res = {k: v for k, v in kwargs.items() if _is_image(v, height)}  # e.g. inpaint_image
+    per_image = {k: _repeat_batch(v, len(offsets)) for k, v in kwargs.items() if k not in full_res}
     for top in offsets:
-        tiles = [x[..., top : top + tile.size, left : left + tile.size] for left in offsets]
+        rows = slice(top, top + tile.size)
+        tiles = {
+            name: torch.cat([image[..., rows, left : left + tile.size] for left in offsets])
+            for name, image in {"x": x, **full_res}.items()
+        }
         lows = [
             low_res[..., top // factor : top // factor + low, left // factor : left // factor + low]
             for left in offsets
         ]
         times = torch.cat([t] * len(offsets))
-        outputs = network(torch.cat(tiles), times, low_res=torch.cat(lows), **row_kwargs)
+        tiled_x = tiles.pop("x")
+        outputs = network(tiled_x, times, low_res=torch.cat(lows), **tiles, **per_image)
         if out is None:
             out = x.new_zeros(batch, outputs.shape[1], height, width)
         for index, left in enumerate(offsets):

@@ -12,11 +12,12 @@ from pipeline.sampling.upsample import sample_upsample
 from tests.sampling.test_cascade import low_res_images, upsampler_file  # noqa: F401 - fixture
 
 
-def pointwise(x, t, low_res, text):
-    """Each output pixel depends on its own input pixel, the low-res pixel under it and the
-    per-image inputs only: tiling must not change it."""
+def pointwise(x, t, low_res, text, mask=None):
+    """Each output pixel depends on its own input pixel, the low-res pixel under it, its pixel
+    of a full-resolution ``mask`` and the per-image inputs only: tiling must not change it."""
     under = F.interpolate(low_res, size=x.shape[-2:], mode="nearest")
     out = 2.0 * x + under + t[:, None, None, None] + text["proj"][:, :, None, None]
+    out = out if mask is None else out * mask
     return torch.cat([out, -out], dim=1)
 
 
@@ -34,6 +35,9 @@ def test_a_pointwise_network_gives_the_same_output_tiled():
     for size, stride in ((8, 4), (16, 8), (16, 12), (32, 8)):
         tiled = Tiling(size, stride).wrap(pointwise)(x, t, low_res=low, text=text)
         torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+    mask = (torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    tiled = Tiling(16, 8).wrap(pointwise)(x, t, low_res=low, text=text, mask=mask)
+    torch.testing.assert_close(tiled, pointwise(x, t, low, text, mask), rtol=1e-5, atol=1e-5)
 
 
 def test_each_call_sees_only_its_tile_as_groupnorm_would():
