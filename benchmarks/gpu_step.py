@@ -1,9 +1,9 @@
 """Speed of one training step of a profile's model: bare and through the Lightning module.
 
 Bare: the network, the hybrid loss and AdamW (fused where the device has it), under the stage's
-precision, on images of the stage's training size (``crop_size`` crops where it sets one). Lightning: the same step through GlideDiffusionModule and a Trainer (EMA, gradient
-clipping, caption drop, logging), fed by batches already in memory. Random data; no Ray, no
-MLflow. FLOPs per step are counted once with FlopCounterMode; the fraction of peak uses
+precision, on images of the stage's training size (``crop_size`` crops where it sets one).
+Lightning: the same step through GlideDiffusionModule and a Trainer (EMA, gradient clipping,
+caption drop, logging), fed by batches already in memory. Random data; no Ray, no MLflow. FLOPs per step are counted once with FlopCounterMode; the fraction of peak uses
 --peak-tflops or the dense bf16/fp16 peak known for the GPU's name. Prints one JSON object.
 
     python benchmarks/gpu_step.py --profile released --batch 64
@@ -252,7 +252,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "compile": args.compile,
         "compile_backend": args.compile_backend,
     }
-    size = int(train.crop_size) or int(model_kwargs["image_size"])  # what the stage trains on
+    # what the stage trains on: only the upsampler's section has crop_size
+    size = int(train.get("crop_size", 0)) or int(model_kwargs["image_size"])
     low_res = size * int(cfg.shard.base_resolution) // int(model_kwargs["image_size"])
     batch = random_batch(model_kwargs, args.batch, low_res, size=size)
     result: dict[str, Any] = {
