@@ -3,8 +3,9 @@
 Bare: the network, the hybrid loss and AdamW (fused where the device has it), under the stage's
 precision, on images of the stage's training size (``crop_size`` crops where it sets one).
 Lightning: the same step through GlideDiffusionModule and a Trainer (EMA, gradient clipping,
-caption drop, logging), fed by batches already in memory. Random data; no Ray, no MLflow. FLOPs per step are counted once with FlopCounterMode; the fraction of peak uses
---peak-tflops or the dense bf16/fp16 peak known for the GPU's name. Prints one JSON object.
+caption drop, logging), fed by batches already in memory. Random data; no Ray, no MLflow. FLOPs
+per step are counted once with FlopCounterMode; the fraction of peak uses --peak-tflops or the
+dense bf16/fp16 peak known for the GPU's name. Prints one JSON object.
 
     python benchmarks/gpu_step.py --profile released --batch 64
     python benchmarks/gpu_step.py --profile released --batch 64 --lightning --compile
