@@ -262,10 +262,11 @@ def _validate_evaluate(ev: DictConfig) -> None:
     _require(ev.kid_subsets >= 1, "evaluate.kid_subsets", "must be positive")
     _require(ev.upsample_temperature >= 0, "evaluate.upsample_temperature", "must be >= 0")
     _require(ev.upsample_tile_size >= 0, "evaluate.upsample_tile_size", "must be >= 0 (0: off)")
+    _require(ev.upsample_tile_stride > 0, "evaluate.upsample_tile_stride", "must be positive")
     _require(
-        0 < ev.upsample_tile_stride <= max(ev.upsample_tile_size, 1) or not ev.upsample_tile_size,
+        ev.upsample_tile_stride <= ev.upsample_tile_size or not ev.upsample_tile_size,
         "evaluate.upsample_tile_stride",
-        f"must be in [1, evaluate.upsample_tile_size={ev.upsample_tile_size}] (no gaps)",
+        f"must be at most evaluate.upsample_tile_size={ev.upsample_tile_size} (no gaps)",
     )
     _require(ev.upsample_tile_below_t >= 0, "evaluate.upsample_tile_below_t", "must be >= 0")
     _require(0 < ev.confidence < 1, "evaluate.confidence", "must lie in (0, 1), e.g. 0.95")

@@ -84,6 +84,17 @@ def test_bad_values_name_the_key(override, key):
         load_config([override], params_path=None, conf_dir=REPO / "conf")
 
 
+def test_a_bad_tile_stride_is_refused_with_tiling_off():
+    """The released profile samples whole images; a stride of 0 is still an error at load time,
+    not when the evaluation builds its tiling."""
+    with pytest.raises(ConfigError, match="'evaluate.upsample_tile_stride"):
+        load_config(
+            ["profile=released", "evaluate.upsample_tile_stride=0"],
+            params_path=None,
+            conf_dir=REPO / "conf",
+        )
+
+
 def test_unknown_key_in_params_file_is_named(tmp_path):
     params = write_params(tmp_path, {"profile": "ci", "shard": {"num_sample": 5}})
     with pytest.raises(ConfigError, match="shard.num_sample"):
