@@ -92,6 +92,15 @@ def _is_image(value: Any, size: int) -> bool:
     return isinstance(value, Tensor) and value.ndim == 4 and tuple(value.shape[-2:]) == (size,) * 2
 
 
+def _tile_row(image: Tensor, top: int, offsets: list[int], size: int, scale: int = 1) -> Tensor:
+    """The tiles of ``image`` [B, C, H/scale, W/scale] whose full-resolution rows start at
+    ``top``, one per offset, batched: [len(offsets) * B, C, size/scale, size/scale]."""
+    side, y = size // scale, top // scale
+    return torch.cat(
+        [image[..., y : y + side, left // scale : left // scale + side] for left in offsets]
+    )
+
+
 def tiled_forward(
     network: Network, x: Tensor, t: Tensor, tile: Tiling, *, low_res: Tensor, **kwargs: Any
 ) -> Tensor:
@@ -106,24 +115,22 @@ def tiled_forward(
         )
     factor = height // low_res.shape[-1]
     offsets = tile_offsets(height, tile, factor)
-    low = tile.size // factor
     window = tile_window(tile.size, x.dtype).to(x.device)
     out, norm = None, torch.zeros(height, width, dtype=x.dtype, device=x.device)
     full_res = {k: v for k, v in kwargs.items() if _is_image(v, height)}  # e.g. inpaint_image
     per_image = {k: _repeat_batch(v, len(offsets)) for k, v in kwargs.items() if k not in full_res}
+    times = torch.cat([t] * len(offsets))
     for top in offsets:
-        rows = slice(top, top + tile.size)
-        tiles = {
-            name: torch.cat([image[..., rows, left : left + tile.size] for left in offsets])
-            for name, image in {"x": x, **full_res}.items()
+        tiled = {
+            name: _tile_row(image, top, offsets, tile.size) for name, image in full_res.items()
         }
-        lows = [
-            low_res[..., top // factor : top // factor + low, left // factor : left // factor + low]
-            for left in offsets
-        ]
-        times = torch.cat([t] * len(offsets))
-        tiled_x = tiles.pop("x")
-        outputs = network(tiled_x, times, low_res=torch.cat(lows), **tiles, **per_image)
+        outputs = network(
+            _tile_row(x, top, offsets, tile.size),
+            times,
+            low_res=_tile_row(low_res, top, offsets, tile.size, factor),
+            **tiled,
+            **per_image,
+        )
         if out is None:
             out = x.new_zeros(batch, outputs.shape[1], height, width)
         for index, left in enumerate(offsets):
