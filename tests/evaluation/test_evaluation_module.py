@@ -161,6 +161,16 @@ def assert_every_figure_carries_an_interval(results):
     assert results["uncertainty"]["confidence"] == 0.9
 
 
+def test_the_upsampler_rows_sample_on_the_configured_tiles(parts):
+    """evaluate.upsample_tile_size reaches the upsampler: 16-px tiles at every step change its
+    images from whole-image sampling."""
+    only_cascade = dict(inpaint_samples=0, clip_guidance_scales=[], guidance_scales=[3.0])
+    whole = evaluate(parts, **only_cascade, upsample_tile_size=0)
+    tiled = evaluate(parts, **only_cascade, upsample_tile_below_t=1000)
+    assert not np.array_equal(whole.grids["cascade"], tiled.grids["cascade"])
+    assert whole.results["cascade"]["psnr_upsampler"] != tiled.results["cascade"]["psnr_upsampler"]
+
+
 def test_same_settings_give_the_same_figures_and_other_seed_other_samples(parts):
     first = evaluate(parts, cascade_samples=0, inpaint_samples=0, clip_guidance_scales=[])
     second = evaluate(parts, cascade_samples=0, inpaint_samples=0, clip_guidance_scales=[])

@@ -135,6 +135,17 @@ def test_cli_cascade_round_trip(tiny_model_file, upsampler_file, tmp_path):
     for record in summary["images"]:
         a = np.asarray(Image.open(out / record["file"]))
         assert np.array_equal(a, np.asarray(Image.open(tmp_path / "b" / record["file"])))
+    # --upsample-tile runs the upsampler on tiles: other images from the same base samples
+    tiles = ["--upsample-tile", "16", "--upsample-tile-below-t", "1000"]
+    cli(tiny_model_file, upsampler_file, tmp_path / "c", *args, *tiles)
+    first = summary["images"][0]["file"]
+    tiled = np.asarray(Image.open(tmp_path / "c" / first))
+    assert not np.array_equal(tiled, np.asarray(Image.open(out / first)))
+    assert json.loads((tmp_path / "c" / "samples.json").read_text())["upsample"]["tile"] == [
+        16,
+        8,
+        1000,
+    ]
 
 
 def test_cli_cascade_errors(tiny_model_file, upsampler_file, tmp_path, capsys):
