@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from pipeline.sampling import SamplerSettings
 from pipeline.sampling.loading import load_sampling_model
-from pipeline.sampling.tiles import Tiling, tile_offsets
+from pipeline.sampling.tiles import Tiling, tile_offsets, tile_window
 from pipeline.sampling.upsample import sample_upsample
 from tests.sampling.test_cascade import low_res_images, upsampler_file  # noqa: F401 - fixture
 
@@ -72,6 +72,17 @@ def test_steps_at_or_above_below_t_run_on_the_whole_image():
     assert calls == [32]
     wrapped(x, torch.tensor([199]), low_res=low)
     assert calls == [32, 16, 16, 16]
+
+
+def test_the_window_weighs_tile_edges_least():
+    """Near a tile's zero-padded edge the network sees least of the image: the blend trusts it
+    least there, never zero (an image corner is covered by one tile only)."""
+    window = tile_window(8)
+    assert window.shape == (8, 8) and bool((window > 0).all())
+    torch.testing.assert_close(window, window.T)
+    torch.testing.assert_close(window, window.flip(0))
+    assert float(window[0, 0]) < float(window[0, 3]) < float(window[3, 3])
+    assert float(window[3, 3]) == float(window.max())
 
 
 def test_offsets_cover_the_image_and_end_flush():
