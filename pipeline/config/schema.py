@@ -68,6 +68,8 @@ class SyntheticScenesConfig:
     sizes: list[str] = field(default_factory=lambda: ["small", "large"])
     backgrounds: list[str] = field(default_factory=lambda: ["gray"])
     relation_probability: float = 0.7
+    # Relative weights of the object counts min_objects..max_objects (empty: all equally likely).
+    object_count_weights: list[float] = field(default_factory=list)
     # Every object's radius is its size word's nominal radius times this (1 = the sizes above).
     size_scale: float = 1.0
 

@@ -91,6 +91,7 @@ def scene_spec(cfg: Any) -> dict[str, Any]:
         "backgrounds": [str(b) for b in get("backgrounds")],
         "relation_probability": float(get("relation_probability")),
         "size_scale": float(get("size_scale")),
+        "object_count_weights": [float(w) for w in get("object_count_weights")],
     }
     if not 1 <= spec["min_objects"] <= spec["max_objects"]:
         raise ValueError("synthetic scenes need 1 <= min_objects <= max_objects")
@@ -115,7 +116,29 @@ def scene_spec(cfg: Any) -> dict[str, Any]:
         )
     if not 0.0 <= spec["relation_probability"] <= 1.0:
         raise ValueError("synthetic scenes: relation_probability must be in [0, 1]")
+    _check_count_weights(spec)
     return spec
+
+
+def _check_count_weights(spec: dict[str, Any]) -> None:
+    """ValueError unless object_count_weights is empty or one non-negative weight per count."""
+    weights, counts = spec["object_count_weights"], spec["max_objects"] - spec["min_objects"] + 1
+    if not weights:
+        return
+    if len(weights) != counts or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(
+            f"synthetic scenes: object_count_weights {weights} must hold {counts} non-negative "
+            f"weights (one per count {spec['min_objects']}..{spec['max_objects']}), not all zero"
+        )
+
+
+def _draw_count(rng: np.random.Generator, spec: dict[str, Any]) -> int:
+    """How many objects a scene gets: uniform over min..max, or by object_count_weights."""
+    low, high = spec["min_objects"], spec["max_objects"]
+    weights = spec["object_count_weights"]
+    if not weights:
+        return int(rng.integers(low, high + 1))
+    return low + int(rng.choice(len(weights), p=np.asarray(weights) / sum(weights)))
 
 
 def place_disc(rng: np.random.Generator, radius: float, placed: list[dict[str, Any]]):
@@ -220,7 +243,7 @@ def sample_scene(index: int, seed: int, cfg: Any) -> dict[str, Any]:
     spec = scene_spec(cfg)
     rng = np.random.default_rng([seed, index])
 
-    n = int(rng.integers(spec["min_objects"], spec["max_objects"] + 1))
+    n = _draw_count(rng, spec)
     background = _pick(rng, spec["backgrounds"])
     objects: list[dict[str, Any]] = []
     for _ in range(n):

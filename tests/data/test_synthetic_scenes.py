@@ -72,6 +72,21 @@ def test_object_counts_stay_within_bounds():
     assert all(len(sample_scene(i, 0, cfg)["objects"]) == 1 for i in range(50))
 
 
+def test_object_count_weights_set_the_share_of_each_count():
+    cfg = SyntheticScenesConfig(min_objects=1, max_objects=2, object_count_weights=[3.0, 1.0])
+    counts = [len(sample_scene(i, 0, cfg)["objects"]) for i in range(400)]
+    assert 0.17 < counts.count(2) / len(counts) < 0.33  # 1/4 expected; 3 sd is +-0.065
+    only_two = SyntheticScenesConfig(min_objects=1, max_objects=2, object_count_weights=[0, 1])
+    assert all(len(sample_scene(i, 0, only_two)["objects"]) == 2 for i in range(50))
+
+
+@pytest.mark.parametrize("weights", [[1.0], [1.0, -1.0], [0.0, 0.0]])
+def test_bad_object_count_weights_are_refused(weights):
+    cfg = SyntheticScenesConfig(min_objects=1, max_objects=2, object_count_weights=weights)
+    with pytest.raises(ValueError, match="object_count_weights"):
+        sample_scene(0, 0, cfg)
+
+
 def test_objects_are_inside_the_image_and_do_not_overlap(scenes):
     for scene in scenes:
         objs = scene["objects"]

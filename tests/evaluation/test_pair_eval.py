@@ -40,7 +40,7 @@ SETTINGS = {
 }
 SCENES = {"min_objects": 2, "max_objects": 2, "shapes": list(SHAPES), "colours": list(COLOURS),
           "sizes": ["medium", "large"], "backgrounds": ["gray"], "relation_probability": 1.0,
-          "size_scale": 1.0}  # fmt: skip
+          "size_scale": 1.0, "object_count_weights": []}  # fmt: skip
 
 
 def uncertainty(min_samples):
