@@ -13,7 +13,8 @@ not speed.
         --setting fast27:0.997 --setting ddim25:0 --tile 32 --tile-stride 8
 
 ``--tile`` runs the network on overlapping tiles of that size (the training crop size of a model
-trained on crops; ``--tile-stride`` apart), as ``evaluate.upsample_tile_size`` does.
+trained on crops; ``--tile-stride`` apart), as ``evaluate.upsample_tile_size`` does;
+``--projection`` keeps every x0 at the low-res block means, as ``evaluate.upsample_projection``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def main() -> None:
     )
     parser.add_argument("--tile", type=int, default=0, help="tile size (0: whole images)")
     parser.add_argument("--tile-stride", type=int, default=8)
+    parser.add_argument(
+        "--projection", action="store_true", help="x0 kept at the low-res block means"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -68,7 +72,9 @@ def main() -> None:
             EVALUATION_SETTINGS, steps=steps, temperature=float(temperature), seed=args.seed
         )
         tiling = Tiling(args.tile, args.tile_stride)
-        result = evaluate_upsampling(upsampler, pairs, settings, tiling=tiling)
+        result = evaluate_upsampling(
+            upsampler, pairs, settings, tiling=tiling, project=args.projection
+        )
         gain = torch.from_numpy(result.per_image_upsampler - result.per_image_bicubic)
         point = float(gain.mean())
         low, high = centred_interval(point, bootstrap_mean(gain, indices), 0.95)
@@ -81,6 +87,7 @@ def main() -> None:
                     "steps": steps,
                     "temperature": float(temperature),
                     "tile": [args.tile, args.tile_stride] if args.tile else None,
+                    "projection": args.projection,
                     "pairs": len(pairs),
                     "psnr_upsampler": round(result.psnr_upsampler, 2),
                     "psnr_bicubic": round(result.psnr_bicubic, 2),

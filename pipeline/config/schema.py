@@ -319,6 +319,7 @@ class EvaluateConfig:
     upsample_tile_size: int = 0  # an upsampler trained on crops: its crop size (0: whole images)
     upsample_tile_stride: int = 8  # pixels between tiles (pipeline/sampling/tiles.py)
     upsample_tile_below_t: int = 200  # tiles only at the low-noise steps below this t (measured)
+    upsample_projection: bool = False  # x0 kept at the low-res input's block means (not GLIDE's)
     inpaint_samples: int = 64
     inpaint_guidance: float = 5.0
     inpaint_band_width: int = 2  # pixels each side of the mask boundary

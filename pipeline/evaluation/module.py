@@ -313,7 +313,8 @@ class GlideEvaluationModule(pl.LightningModule):
             )
         else:
             low = low[rows]
-        cascade = sample_upsample(upsampler, keep, low, settings, tiling=tiling)
+        project = bool(self.settings["upsample_projection"])
+        cascade = sample_upsample(upsampler, keep, low, settings, tiling=tiling, project=project)
         features = self.features_of(cascade.cpu())
         self.cascade_fid["cascade"].update(features, real=False)
         self._record("cascade_features", indices[rows], features)
@@ -321,7 +322,9 @@ class GlideEvaluationModule(pl.LightningModule):
 
         real_low = torch.as_tensor(batch["base"])[rows]
         real_high = torch.as_tensor(batch["hires"])[rows].numpy()
-        upsampled = sample_upsample(upsampler, keep, real_low, settings, tiling=tiling).cpu()
+        upsampled = sample_upsample(
+            upsampler, keep, real_low, settings, tiling=tiling, project=project
+        ).cpu()
         bicubic = torch.from_numpy(bicubic_upsample(real_low.numpy(), real_high.shape[1]))
         for name, images in (("upsampler", upsampled), ("bicubic", bicubic)):
             features = self.features_of(images)

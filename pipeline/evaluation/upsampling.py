@@ -81,9 +81,10 @@ def evaluate_upsampling(
     *,
     aug_level: int = 0,
     tiling: Tiling = WHOLE_IMAGE,
+    project: bool = False,
 ) -> UpsamplingEvaluation:
     """Upsample every pair's ``base`` (uint8 [h, w, 3]) with its ``caption`` (the network run on
-    ``tiling``'s tiles) and compare with its ``hires`` (uint8 [H, W, 3]); the same for bicubic
+    ``tiling``'s tiles, x0 projected onto the low-res input with ``project``) and compare with its ``hires`` (uint8 [H, W, 3]); the same for bicubic
     upsampling."""
     if not pairs:
         raise ValueError("no held-out pairs to evaluate")
@@ -99,7 +100,7 @@ def evaluate_upsampling(
     captions = [str(pair["caption"]) for pair in pairs]
     low_res = torch.from_numpy(low)
     upsampled = sample_upsample(
-        upsampler, captions, low_res, settings, aug_level=aug_level, tiling=tiling
+        upsampler, captions, low_res, settings, aug_level=aug_level, tiling=tiling, project=project
     ).numpy()
     bicubic = bicubic_upsample(low, size)
     per_model, per_bicubic = psnr(upsampled, reference), psnr(bicubic, reference)

@@ -87,19 +87,28 @@ def sample_cascade(
     aug_level: int = 0,
     edit: tuple[Tensor, Tensor] | None = None,
     tiling: Tiling = WHOLE_IMAGE,
+    project: bool = False,
 ) -> CascadeResult:
     """One image per caption through base model (``base_settings``, classifier-free guidance at
     ``guidance_scale``) and upsampler (``upsample_settings``, no guidance).
 
     ``edit``: (source uint8 [H, W, 3], keep bool [H, W]) at the upsampler's resolution, for the
     inpainting cascade (``base`` is then an inpainting model, or any model for the
-    replacement-only baseline). ``tiling``: the upsampler's tiles (tiles.py; default none).
+    replacement-only baseline). ``tiling``: the upsampler's tiles (tiles.py; default none); ``project``: its x0
+    predictions kept consistent with the base samples (low_res_projection.py).
     """
     _check_pair(base, upsampler)
     high_size = int(upsampler.model.image_size)
     low = _sample_base(base, prompts, base_settings, guidance_scale, edit, high_size)
     # uint8: the base samples quantised to 8 bits, as GLIDE conditions its upsampler
     high = sample_upsample(
-        upsampler, prompts, low, upsample_settings, aug_level=aug_level, known=edit, tiling=tiling
+        upsampler,
+        prompts,
+        low,
+        upsample_settings,
+        aug_level=aug_level,
+        known=edit,
+        tiling=tiling,
+        project=project,
     )
     return CascadeResult(base=low, upsampled=high)

@@ -191,6 +191,11 @@ def _add_cascade_arguments(parser: argparse.ArgumentParser) -> None:
         default=200,
         help="tiles only at timesteps below this (default 200: the low-noise steps; 1000: all)",
     )
+    cascade.add_argument(
+        "--upsample-projection",
+        action="store_true",
+        help="keep the upsampler's x0 predictions at the base image's block means (not GLIDE's)",
+    )
 
 
 def _add_clip_arguments(parser: argparse.ArgumentParser) -> None:
@@ -381,6 +386,7 @@ def _sample_cascade(
             aug_level=args.upsample_aug_level,
             edit=edit_inputs,
             tiling=upsample_tiling(args),
+            project=args.upsample_projection,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err

@@ -101,6 +101,7 @@ def _settings(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
             "steps": args.upsample_steps, "temperature": args.upsample_temp,
             "aug_level": args.upsample_aug_level,
             "tile": [args.upsample_tile, args.upsample_tile_stride, args.upsample_tile_below_t],
+            "projection": args.upsample_projection,
         }),
         "clip_guidance": when(
             args.clip_guidance is not None,

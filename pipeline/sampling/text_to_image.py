@@ -23,6 +23,7 @@ from pipeline.diffusion import (
     sample_loop_progressive,
 )
 from pipeline.sampling.loading import SamplingModel
+from pipeline.sampling.low_res_projection import low_res_projection
 from pipeline.sampling.tiles import Tiling
 from pipeline.text import empty_caption_tokens, tokenize_batch
 
@@ -44,6 +45,9 @@ class Conditioning:
     image_guidance_scale: set for instruction editing (InstructPix2Pix): the batch is tripled,
         [(image, text); (image, empty); (zeros, empty)], and ``guidance_scale`` is the text scale.
     tiling: run the network on overlapping tiles (an upsampler trained on crops; tiles.py).
+    project_onto: an upsampler's clean low-res inputs, one per prompt (float [N, 3, h, w] in
+        [-1, 1]): every x0 prediction is projected onto the images with these block averages
+        (low_res_projection.py) before ``denoised_fn``.
     """
 
     guidance_scale: float = 1.0
@@ -52,6 +56,7 @@ class Conditioning:
     cond_fn_for: CondFnFor | None = None
     image_guidance_scale: float | None = None
     tiling: Tiling = field(default_factory=Tiling)
+    project_onto: Tensor | None = None
 
     @property
     def guided(self) -> bool:
@@ -112,10 +117,16 @@ def _batch_hooks(
         dropped = [torch.zeros_like(batch)] if copies == 3 else []  # no image in the last third
         model_kwargs[name] = torch.cat([batch] * (copies - len(dropped)) + dropped)
     cond_fn_for = conditioning.cond_fn_for
+    denoised_fn = conditioning.denoised_fn
+    if conditioning.project_onto is not None:
+        target = _batch_input(
+            "project_onto", conditioning.project_onto, rows.start, count, len(prompts)
+        )
+        denoised_fn = low_res_projection(target.to(device), then=denoised_fn)
     return StepHooks(
         model_kwargs=model_kwargs,
         cond_fn=cond_fn_for(chunk) if cond_fn_for is not None else None,
-        denoised_fn=conditioning.denoised_fn,
+        denoised_fn=denoised_fn,
     )
 
 

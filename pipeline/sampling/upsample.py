@@ -101,6 +101,7 @@ def sample_upsample(
     aug_level: int = 0,
     known: tuple[Tensor, Tensor] | None = None,
     tiling: Tiling = WHOLE_IMAGE,
+    project: bool = False,
 ) -> Tensor:
     """Upsample ``low_res`` (uint8 [N, h, w, 3]), image i with caption ``prompts[i]``; returns
     uint8 [N, H, W, 3] at the model's resolution. No guidance, as GLIDE; ``settings.temperature``
@@ -110,6 +111,8 @@ def sample_upsample(
     and which the model is told. ``known``: (source uint8 [H, W, 3], keep bool [H, W]) for the
     inpainting cascade; the kept pixels of the source come out exactly. ``tiling``: run the
     network on overlapping tiles of its training crop size (tiles.py; default: whole images).
+    ``project``: keep every x0 prediction's block averages equal to the low-res input
+    (low_res_projection.py; not GLIDE's, which leaves them to the network).
     """
     check_low_res(sampler.model, low_res, len(prompts))
     inputs = _low_res_inputs(sampler, low_res, aug_level, settings.seed)
@@ -117,6 +120,11 @@ def sample_upsample(
         raise ValueError("an inpainting upsampler needs the known high-res region (known=...)")
     device = sampler.device if settings.device is None else torch.device(settings.device)
     region = _known_region(sampler, known, device) if known is not None else Conditioning()
-    conditioning = replace(region, image_inputs={**inputs, **region.image_inputs}, tiling=tiling)
+    conditioning = replace(
+        region,
+        image_inputs={**inputs, **region.image_inputs},
+        tiling=tiling,
+        project_onto=images_to_model(low_res) if project else None,
+    )
     samples = to_uint8(sample_images(sampler, prompts, settings, conditioning))
     return samples if known is None else keep_known_pixels(samples, *known)

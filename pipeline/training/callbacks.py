@@ -68,12 +68,14 @@ class UpsampleGrid:
     """A super-resolution model's sample grid: held-out ``{"base", "hires", "caption"}``
     (their captions prompt), upsampled at ``temperature`` (the initial noise's scale) and
     low-res augmentation level ``aug_level`` (models with noise conditioning augmentation),
-    the network run on ``tiling``'s tiles (a model trained on crops: their size)."""
+    the network run on ``tiling``'s tiles (a model trained on crops: their size) and its x0
+    predictions projected onto the low-res input with ``project`` (low_res_projection.py)."""
 
     sources: list[dict[str, Any]]
     temperature: float
     aug_level: int
     tiling: Tiling = WHOLE_IMAGE
+    project: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,7 @@ class SampleGridCallback(pl.Callback):
             settings,
             aug_level=self.upsample.aug_level,
             tiling=self.upsample.tiling,
+            project=self.upsample.project,
         )
         images, captions = [], []
         for source, output in zip(sources, upsampled.numpy(), strict=True):

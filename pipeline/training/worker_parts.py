@@ -71,30 +71,33 @@ def _starting_state(job: TrainJob) -> dict[str, Any] | None:
     return starting_weights(read_model_file(job.init_from), job.model_kwargs)
 
 
-def _grid_tiling(crop_size: int, image_size: int) -> Any:
-    """An upsampler trained on crops samples its grids on tiles of the crop size
-    (pipeline/sampling/tiles.py, its default stride and timestep limit)."""
+def _grid_tiling(evaluate: Any) -> Any:
+    """The upsampler's grids sample on the evaluation's tiles (pipeline/sampling/tiles.py)."""
     from pipeline.sampling.tiles import Tiling
 
-    return Tiling(crop_size) if 0 < crop_size < image_size else Tiling()
+    return Tiling(
+        int(evaluate.upsample_tile_size),
+        int(evaluate.upsample_tile_stride),
+        int(evaluate.upsample_tile_below_t),
+    )
 
 
 def _sample_grids(job: TrainJob, tokenizer: Any, log_image: LogImage | None) -> Any:
     """The callback sampling the stage's grids: text-to-image, or editing the job's
     ``edit_sources`` (inpainting), or upsampling its ``upsample_sources`` (super-resolution,
-    with the temperature and augmentation level of its config section, on tiles of its training
-    crop size)."""
+    with the temperature and augmentation level of its config section, on the evaluation's
+    tiles and low-res projection)."""
     from pipeline.training.callbacks import InstructGrid, SampleGridCallback, UpsampleGrid
 
     train = job.train
     upsample = None
     if job.upsample_sources:
-        crop = int(train.get("crop_size", 0))
         upsample = UpsampleGrid(
             job.upsample_sources,
             float(train.sample_temperature),
             int(train.sample_aug_level),
-            _grid_tiling(crop, int(job.model_kwargs["image_size"])),
+            _grid_tiling(job.cfg.evaluate),
+            bool(job.cfg.evaluate.upsample_projection),
         )
     instruct = None
     if job.instruct_sources:

@@ -76,7 +76,6 @@ def test_cli_profile_overrides_params_profile(tmp_path):
         ("evaluate.upsample_temperature=-1", "evaluate.upsample_temperature"),
         ("evaluate.upsample_tile_size=-8", "evaluate.upsample_tile_size"),
         ("evaluate.upsample_tile_stride=0", "evaluate.upsample_tile_stride"),
-        ("evaluate.upsample_tile_stride=40", "evaluate.upsample_tile_stride"),  # gaps: 32-px tiles
     ],
 )
 def test_bad_values_name_the_key(override, key):
@@ -90,6 +89,15 @@ def test_a_bad_tile_stride_is_refused_with_tiling_off():
     with pytest.raises(ConfigError, match="'evaluate.upsample_tile_stride"):
         load_config(
             ["profile=released", "evaluate.upsample_tile_stride=0"],
+            params_path=None,
+            conf_dir=REPO / "conf",
+        )
+
+
+def test_a_tile_stride_that_leaves_gaps_is_refused():
+    with pytest.raises(ConfigError, match="'evaluate.upsample_tile_stride"):
+        load_config(
+            ["evaluate.upsample_tile_size=32", "evaluate.upsample_tile_stride=40"],
             params_path=None,
             conf_dir=REPO / "conf",
         )

@@ -34,6 +34,7 @@ SETTINGS = dict(
     upsample_tile_size=16,  # 16-px tiles of the 32-px upsampler at its low-noise steps
     upsample_tile_stride=8,
     upsample_tile_below_t=500,
+    upsample_projection=False,
     inpaint_samples=2,
     inpaint_guidance=5.0,
     inpaint_band_width=2,
@@ -169,6 +170,17 @@ def test_the_upsampler_rows_sample_on_the_configured_tiles(parts):
     tiled = evaluate(parts, **only_cascade, upsample_tile_below_t=1000)
     assert not np.array_equal(whole.grids["cascade"], tiled.grids["cascade"])
     assert whole.results["cascade"]["psnr_upsampler"] != tiled.results["cascade"]["psnr_upsampler"]
+
+
+def test_the_upsampler_rows_keep_the_low_res_block_means_when_projected(parts):
+    """evaluate.upsample_projection reaches the upsampler: its images change and move towards
+    the real low-res inputs' block means (the untrained upsampler ignores them)."""
+    only_cascade = dict(inpaint_samples=0, clip_guidance_scales=[], guidance_scales=[3.0])
+    plain = evaluate(parts, **only_cascade, upsample_tile_size=0)
+    projected = evaluate(parts, **only_cascade, upsample_tile_size=0, upsample_projection=True)
+    assert not np.array_equal(plain.grids["cascade"], projected.grids["cascade"])
+    psnr = [m.results["cascade"]["psnr_upsampler"] for m in (plain, projected)]
+    assert psnr[1] > psnr[0] + 1.0
 
 
 def test_same_settings_give_the_same_figures_and_other_seed_other_samples(parts):

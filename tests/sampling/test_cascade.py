@@ -146,6 +146,13 @@ def test_cli_cascade_round_trip(tiny_model_file, upsampler_file, tmp_path):
         8,
         1000,
     ]
+    # --upsample-projection reaches the upsampler: other images from the same base samples
+    cli(tiny_model_file, upsampler_file, tmp_path / "d", *args, "--upsample-projection")
+    projected = json.loads((tmp_path / "d" / "samples.json").read_text())
+    assert projected["upsample"]["projection"] and not summary["upsample"]["projection"]
+    for record in summary["images"]:  # block means: tests/sampling/test_low_res_projection.py
+        plain = np.asarray(Image.open(out / record["file"]))
+        assert not np.array_equal(plain, np.asarray(Image.open(tmp_path / "d" / record["file"])))
 
 
 def test_cli_cascade_errors(tiny_model_file, upsampler_file, tmp_path, capsys):

@@ -87,6 +87,8 @@ def test_an_upsampler_grid_takes_its_settings_from_the_config():
             "profile=ci",
             "train_upsampler.sample_temperature=0.5",
             "train_upsampler.sample_aug_level=7",
+            "evaluate.upsample_tile_size=32",
+            "evaluate.upsample_projection=true",
         ],
         params_path=None,
         conf_dir=REPO / "conf",
@@ -100,8 +102,9 @@ def test_an_upsampler_grid_takes_its_settings_from_the_config():
     (grids,) = job.build_parts(job, None).callbacks
     assert grids.upsample.temperature == 0.5
     assert grids.upsample.aug_level == 7
-    # sampled as trained, on its 32-px crops, with the evaluation's stride and step limit
+    # sampled as the evaluation samples it: its tiles, stride, step limit and projection
     assert grids.upsample.tiling == Tiling(32, 8, 200)
+    assert grids.upsample.project
     assert grids.prompts == ["a red circle"]
 
 
