@@ -38,8 +38,9 @@ def low_res_projection(
     carries guidance copies of the batch), then apply ``then`` (e.g. pasting a known region)."""
 
     def project(x0: Tensor) -> Tensor:
-        copies = x0.shape[0] // low_res.shape[0]
-        projected = project_onto_low_res(x0, low_res.repeat(copies, 1, 1, 1))
+        copies = x0.shape[0] // low_res.shape[0]  # 1 unless guided: no copy made then
+        target = low_res if copies == 1 else low_res.repeat(copies, 1, 1, 1)
+        projected = project_onto_low_res(x0, target)
         return projected if then is None else then(projected)
 
     return project
