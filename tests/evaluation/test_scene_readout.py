@@ -24,7 +24,12 @@ from pipeline.evaluation.scene_readout import (
     read_pair,
 )
 
-ONE_OBJECT = ["profile=mini", "shard.synthetic.min_objects=1", "shard.synthetic.max_objects=1"]
+ONE_OBJECT = [
+    "profile=mini",
+    "shard.synthetic.min_objects=1",
+    "shard.synthetic.max_objects=1",
+    "shard.synthetic.object_count_weights=[]",
+]
 
 
 @pytest.fixture(scope="module")
