@@ -106,18 +106,17 @@ def test_exp_run_sets_any_parameter(ci_pipeline):
         assert params["shard"]["num_samples"] == 128
         shown = run([dvc, "exp", "show", "--no-pager", "--json"], root)
         assert "128" in shown
-        # a second experiment; metrics and plots diffs compare the two
-        run([dvc, "exp", "run", "-n", "e192", "shard", "-S", "shard.num_samples=192"], root)
+        # metrics and plots diffs compare the experiment with the committed pipeline results
         listed = run([dvc, "exp", "ls", "--name-only"], root, quiet=True).split()
-        assert {"e128", "e192"} <= set(listed)
-        diff = json.loads(run([dvc, "metrics", "diff", "e128", "e192", "--json"], root, quiet=True))
-        assert diff["metrics/shard.json"]["inputs"] == {"old": 128, "new": 192, "diff": 64}
-        plots = json.loads(run([dvc, "plots", "diff", "e128", "e192", "--json"], root, quiet=True))
+        assert "e128" in listed
+        diff = json.loads(run([dvc, "metrics", "diff", "HEAD", "e128", "--json"], root, quiet=True))
+        assert diff["metrics/shard.json"]["inputs"] == {"old": 256, "new": 128, "diff": -128}
+        plots = json.loads(run([dvc, "plots", "diff", "HEAD", "e128", "--json"], root, quiet=True))
         assert not plots.get("errors"), plots.get("errors")
         revisions = plots["data"]["FID against guidance scale"][0]["revisions"]
-        assert set(revisions) == {"e128", "e192"}
-        grids = plots["data"]["samples/pretrain_base.png"]  # image plots: one per experiment
-        assert {rev for grid in grids for rev in grid["revisions"]} == {"e128", "e192"}
+        assert set(revisions) == {"HEAD", "e128"}
+        grids = plots["data"]["samples/pretrain_base.png"]  # image plots: one per revision
+        assert {rev for grid in grids for rev in grid["revisions"]} == {"HEAD", "e128"}
     finally:  # put the workspace back to the pipeline's own results for the other tests
         subprocess.run(["git", "checkout", "--", "."], cwd=root, check=True)
         run([dvc, "checkout", "--force"], root)
@@ -216,6 +215,33 @@ def test_finetune_inpaint_widens_the_cfg_model_and_edits_images(ci_pipeline, tmp
         )
         edited = np.asarray(Image.open(tmp_path / name / "000_000.png"))
         assert np.array_equal(edited[mask == 255], image[mask == 255])
+
+
+def test_train_noised_clip_trains_the_noised_and_the_evaluation_clip(ci_pipeline):
+    from pipeline.models.clip_file import load_noised_clip
+    from pipeline.models.eval_clip import load_eval_clip
+
+    root, _ = ci_pipeline
+    record = json.loads((root / "metrics/train_noised_clip.json").read_text())
+    noised, evaluation = record["noised_clip"], record["eval_clip"]
+    assert noised["step"] == 20 and evaluation["step"] == 10
+    for t in (0, 250, 500, 750):
+        assert 0.0 <= noised[f"val/t{t}/text_to_image"] <= 1.0
+    assert "val/t250/text_to_image" not in evaluation  # the clean CLIP is validated at t = 0
+    assert evaluation["metric_name"] == "clip_score_proxy"
+
+    guidance, info = load_noised_clip(root / "models/noised_clip.pt")
+    assert info["extra"]["noised"] is True
+    assert info["diffusion"] == {"diffusion_steps": 1000, "noise_schedule": "squaredcos_cap_v2"}
+    assert load_eval_clip(root / "models/eval_clip.pt").metric_name == "clip_score_proxy"
+    clean, _ = load_noised_clip(root / "models/eval_clip.pt")
+    # its own seed: a different network, not a copy of the guidance CLIP
+    assert not torch.equal(clean.visual.conv1.weight, guidance.visual.conv1.weight)
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    history = client.get_run(info["mlflow_run_id"]).data.metrics
+    assert "val/t750/image_to_text" in history and "train/loss" in history
+    assert "eval_clip/val/t0/text_to_image" in history and "eval_clip/train/loss" in history
 
 
 def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(ci_pipeline):

@@ -16,11 +16,11 @@ import torch
 from tests.integration.conftest import run, stage_env
 
 # stage -> the models it trains: (model file, its config section, key in the metrics JSON).
-# pretrain_base and finetune_inpaint run the same module and loop as the upsampler on other data;
-# pretrain_base's resume is also killed twice with two workers in test_scale_out;
-# finetune_instruct is that loop again on triples, whose resumed stream test_edit_shards checks.
+# The diffusion stages (pretrain_base, finetune_*, train_upsampler) share one module and loop:
+# pretrain_base's resume is killed twice with two workers in test_scale_out, and the resumed
+# input streams of triples and upsampler pairs are checked in test_edit_shards / test_train_input;
+# the CLIP stage's loop is another, killed here.
 STAGES = {
-    "train_upsampler": [("models/upsampler.pt", "train_upsampler", None)],
     "train_noised_clip": [
         ("models/noised_clip.pt", "train_noised_clip", "noised_clip"),
         ("models/eval_clip.pt", "eval_clip", "eval_clip"),
