@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,15 @@ import torch
 
 RESULTS = "results.json"
 GRIDS = "grids.npz"
+
+
+@contextmanager
+def announced(part: str) -> Iterator[None]:
+    """A progress line before and after a part of the evaluation that prints nothing itself."""
+    started = time.monotonic()
+    print(f"[evaluate] {part} ...", flush=True)
+    yield
+    print(f"[evaluate] {part}: done in {time.monotonic() - started:.0f} s", flush=True)
 
 
 class EvalFeed:
@@ -70,19 +81,17 @@ def _eval_loop(config: dict[str, Any]) -> None:
     if truncations.count:
         print(f"[evaluate] rank {context.get_world_rank()}: {truncations.summary()}", flush=True)
     if context.get_world_rank() == 0:
-        if config.get("pair_captions"):
+        if pair_captions := config.get("pair_captions"):
             from pipeline.evaluation.pair_eval import sweep_on_worker as pair_sweep
 
-            part, grid = pair_sweep(
-                settings, module.sampling_models, config["pair_captions"], device
-            )
+            with announced(f"two-object sweep, {len(pair_captions)} captions"):
+                part, grid = pair_sweep(settings, module.sampling_models, pair_captions, device)
             module.results["pairs"], module.grids["pairs"] = part, grid
-        if config.get("edit_triples"):
+        if triples := config.get("edit_triples"):
             from pipeline.evaluation.edit_eval import sweep_on_worker
 
-            part, grid = sweep_on_worker(
-                settings, config["paths"]["instruct"], config["edit_triples"], device
-            )
+            with announced(f"instruction-editing sweep, {len(triples)} triples"):
+                part, grid = sweep_on_worker(settings, config["paths"]["instruct"], triples, device)
             module.results["instruct"], module.grids["instruct"] = part, grid
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / RESULTS).write_text(json.dumps(module.results))

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -248,6 +249,10 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
     root, log = ci_pipeline
     for stage in ("train_upsampler", "train_noised_clip", "evaluate"):
         assert f"Running stage '{stage}'" in log
+    # the sweeps that run after the guidance captions say when they start and end
+    for part in (r"two-object sweep, \d+ captions", r"instruction-editing sweep, \d+ triples"):
+        assert re.search(rf"\[evaluate\] {part} \.\.\.\n", log), part
+        assert re.search(rf"\[evaluate\] {part}: done in \d+ s", log), part
     record = json.loads((root / "metrics/eval.json").read_text())
     # one entry per sweep point (ci: the base model alone, classifier-free 1 and 3, CLIP
     # guidance 2), counts beside
