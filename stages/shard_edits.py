@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from pipeline.config import load_config, save_config
 from pipeline.data import init_ray
 from pipeline.data.edit_shards import build_edit_shards
+from pipeline.data.scene_edits import edit_scene_settings
 from pipeline.io import atomic_write_text
 from pipeline.tracking import stage_run
 
@@ -32,7 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples_per_shard=int(edits.samples_per_shard),
             source=str(edits.source),
             input_path=str(edits.input_path),
-            synthetic=OmegaConf.to_object(shard.synthetic),
+            synthetic=edit_scene_settings(
+                OmegaConf.to_container(shard.synthetic),
+                edits.object_count_weights,
+                edits.size_scale,
+            ),
             num_samples=int(edits.num_samples),
             kinds=tuple(edits.kinds),
             min_image_size=int(shard.min_image_size),

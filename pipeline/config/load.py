@@ -235,6 +235,14 @@ def _validate_edits(cfg: DictConfig) -> None:
     """The edit triples and the drop schedule of instruction-editing fine-tuning."""
     edits, train = cfg.shard_edits, cfg.finetune_instruct
     _validate_source(edits, "shard_edits")
+    _require(
+        edits.size_scale is None or edits.size_scale > 0, "shard_edits.size_scale", "must be > 0"
+    )
+    _require(
+        edits.object_count_weights is None or min(edits.object_count_weights, default=0) >= 0,
+        "shard_edits.object_count_weights",
+        "must be non-negative",
+    )
     known = ("recolour", "reshape", "move", "add", "remove")
     _require(
         len(edits.kinds) > 0 and all(kind in known for kind in edits.kinds),

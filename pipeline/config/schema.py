@@ -219,6 +219,10 @@ class ShardEditsConfig:
     )
     max_skipped_fraction: float = 0.1
     output_dir: str = "data/edit_shards"
+    # Synthetic only: the edit scenes are shard.synthetic's but for these two, where set (null:
+    # shard.synthetic's). Scenes where most survives an edit teach the model to read its input.
+    object_count_weights: list[float] | None = None
+    size_scale: float | None = None
 
 
 @dataclass

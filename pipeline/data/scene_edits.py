@@ -17,6 +17,7 @@ for edits the model has not seen, such as a recolour of a star to green.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,26 @@ def instruction(edit: dict[str, Any], phrasing: int) -> str:
         return template.format(to=describe_object(dict(edit["to"], say_size=False)))
     target = edit["from"]
     return template.format(target=_name(target), to=edit["to"], colour=target["colour"])
+
+
+def edit_scene_settings(
+    synthetic: Mapping[str, Any],
+    object_count_weights: Sequence[float] | None = None,
+    size_scale: float | None = None,
+) -> dict[str, Any]:
+    """The scene settings edit triples are drawn with: ``synthetic`` (the ``shard.synthetic``
+    section, as a dict) with ``object_count_weights`` and ``size_scale`` replaced where given
+    (``shard_edits``' own). Checked like the caption scenes': a ValueError names the problem."""
+    given = {"object_count_weights": object_count_weights, "size_scale": size_scale}
+    overrides = {key: value for key, value in given.items() if value is not None}
+    settings = {**synthetic, **overrides}
+    try:
+        scene_spec(settings)
+    except ValueError as err:
+        raise ValueError(
+            f"edit scenes (shard.synthetic with shard_edits' {overrides}): {err}"
+        ) from err
+    return settings
 
 
 def sample_edit_triple(

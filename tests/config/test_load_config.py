@@ -65,6 +65,8 @@ def test_cli_profile_overrides_params_profile(tmp_path):
         ("shard_edits.source=ftp", "shard_edits.source"),
         ("shard_edits.source=folder", "shard_edits.input_path"),
         ("shard_edits.kinds=[recolor]", "shard_edits.kinds"),
+        ("shard_edits.size_scale=0", "shard_edits.size_scale"),
+        ("shard_edits.object_count_weights=[1,-1]", "shard_edits.object_count_weights"),
         ("finetune_instruct.joint_drop_prob=0.95", "finetune_instruct.image_drop_prob"),
         ("profile=huge", "profile"),
         ("upsample_model.prediction_type=x0", "upsample_model.prediction_type"),

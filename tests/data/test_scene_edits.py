@@ -9,10 +9,13 @@ from pipeline.data.scene_edits import (
     apply_edit,
     candidate_edits,
     edit_region,
+    edit_scene_settings,
     is_held_out,
     sample_edit_triple,
 )
 from pipeline.data.synthetic_scenes import (
+    SIZE_JITTER,
+    SIZES,
     caption_scene,
     relation_between,
     render_scene,
@@ -94,3 +97,18 @@ def test_edits_a_scene_cannot_take_are_not_offered_and_bad_kinds_are_refused():
         )
     with pytest.raises(ValueError, match="edit kinds"):
         sample_edit_triple(0, 0, CFG, held_out=False, kinds=("recolor",))
+
+
+def test_edit_scenes_take_shard_edits_own_object_counts_and_sizes():
+    caption_scenes = {**vars(SyntheticScenesConfig()), "min_objects": 1, "max_objects": 2}
+    caption_scenes["object_count_weights"] = [1.0, 0.0]  # the caption shards: one object each
+    edit_scenes = edit_scene_settings(caption_scenes, [0.0, 1.0], 0.75)
+    assert caption_scenes["object_count_weights"] == [1.0, 0.0]  # the shard section is kept
+    assert edit_scene_settings(caption_scenes) == caption_scenes  # nothing set: the shard's
+    drawn = [sample_edit_triple(i, 3, edit_scenes, held_out=False) for i in range(20)]
+    scenes = [t[0] for t in drawn if t is not None]
+    assert len(scenes) >= 19 and all(len(s["objects"]) == 2 for s in scenes)
+    radii = [o["radius"] / SIZES[o["size"]] for s in scenes for o in s["objects"]]
+    assert 0.75 * (1 - SIZE_JITTER) <= min(radii) <= max(radii) <= 0.75 * (1 + SIZE_JITTER)
+    with pytest.raises(ValueError, match=r"shard_edits' \{'object_count_weights'.*one per count"):
+        edit_scene_settings(caption_scenes, [1.0, 1.0, 1.0])

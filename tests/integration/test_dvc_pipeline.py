@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from pipeline.config import load_config
+from pipeline.data.shard_reader import iter_shard_samples
 from pipeline.models.model_file import load_model
 from tests.integration.conftest import BIN, run
 
@@ -174,6 +175,12 @@ def test_finetune_instruct_trains_on_edit_triples_and_edits_from_an_instruction(
     root, _ = ci_pipeline
     counts = json.loads((root / "metrics/shard_edits.json").read_text())
     assert counts["written"] + counts["skipped"] == 64 and counts["val_triples"] > 0
+    scenes = [  # ci's shard_edits.object_count_weights [0, 1, 1]: no one-object edit scenes
+        len(sample["meta"]["source_scene"]["objects"])
+        for tar in sorted((root / "data/edit_shards").glob("*/shard-*.tar"))
+        for sample in iter_shard_samples(tar, images=("source",), with_meta=True)
+    ]
+    assert len(scenes) == counts["written"] and np.mean(np.array(scenes) >= 2) >= 0.9
     model, meta = load_model(root / "models/instruct.pt")
     assert model.config["instruct"] and meta["step"] == 20 and meta["stage"] == "finetune_instruct"
     cfg_sha = hashlib.sha256((root / "models/cfg.pt").read_bytes()).hexdigest()
