@@ -33,7 +33,6 @@ def main() -> None:
     from pipeline.data.edit_shards import EDIT_MANIFEST_FORMAT
     from pipeline.data.examples import held_out_examples
     from pipeline.data.manifest import read_manifest
-    from pipeline.diffusion.respace import create_diffusion
     from pipeline.evaluation.uncertainty import bootstrap_indices, bootstrap_mean, centred_interval
     from pipeline.models.glide_unet import input_layout
     from pipeline.sampling import load_sampling_model
@@ -43,13 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sampler = load_sampling_model(args.model, expect="instruct")
     model, config = sampler.model, sampler.model.config
-    diffusion = create_diffusion(
-        sampler.diffusion_steps,
-        sampler.noise_schedule,
-        prediction_type=sampler.prediction_type,
-        low_res_residual=sampler.low_res_residual,
-        sigma_data=sampler.sigma_data,
-    )
+    diffusion = sampler.diffusion()
     manifest = read_manifest(args.shards, expected_format=EDIT_MANIFEST_FORMAT)
     triples = held_out_examples(
         args.shards, args.triples, images=("source", "edited"), manifest=manifest
