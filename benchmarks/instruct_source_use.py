@@ -34,7 +34,7 @@ def main() -> None:
     from pipeline.data.examples import held_out_examples
     from pipeline.data.manifest import read_manifest
     from pipeline.evaluation.uncertainty import bootstrap_indices, bootstrap_mean, centred_interval
-    from pipeline.models.glide_unet import input_layout
+    from pipeline.models.factory import input_slices
     from pipeline.sampling import load_sampling_model
     from pipeline.text.tokenizer import tokenize_batch
     from pipeline.training.diffusion_module import images_to_model_range
@@ -74,11 +74,10 @@ def main() -> None:
         print(json.dumps({"t": step, **row, "gain_of_own_source": round(point, 4),
                           "gain_95": [round(low, 4), round(high, 4)]}))  # fmt: skip
     weight = model.input_blocks[0][0].weight.detach()
-    layout = input_layout(bool(config["inpaint"]), bool(config["super_res"]), True)
-    first, weights = 0, {}
-    for name, count in layout:
-        weights[name] = round(float(weight[:, first : first + count].abs().mean()), 5)
-        first += count
+    weights = {
+        name: round(float(weight[:, where].abs().mean()), 5)
+        for name, where in input_slices(config).items()
+    }
     copy_error = round(float((source - target).abs().mean() / 2), 4)  # x0 = the source, unedited
     print(json.dumps({"mean_abs_first_layer_weight": weights, "x0_error_copying_source": copy_error,
                       "triples": len(triples)}))  # fmt: skip

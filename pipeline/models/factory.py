@@ -182,9 +182,9 @@ def widen_inputs(model: Text2ImUNet, **variant: bool) -> Text2ImUNet:
         wide = Text2ImUNet(**config).to(param.dtype)
     state = model.state_dict()
     key = "input_blocks.0.0.weight"  # [C, C_in, 3, 3]
-    old_at = _segment_slices(model.config)
+    old_at = input_slices(model.config)
     new = torch.zeros_like(wide.state_dict()[key])
-    for name, where in _segment_slices(config).items():
+    for name, where in input_slices(config).items():
         if name in old_at:
             new[:, where] = state[key][:, old_at[name]]
     state[key] = new
@@ -193,7 +193,9 @@ def widen_inputs(model: Text2ImUNet, **variant: bool) -> Text2ImUNet:
     return wide
 
 
-def _segment_slices(config: dict) -> dict[str, slice]:
+def input_slices(config: dict) -> dict[str, slice]:
+    """Where each input segment (``x_t``, ``inpaint``, ``source_image``, ``low_res``) sits among
+    the first layer's input channels of a model built from ``config``."""
     flags = (config["inpaint"], config["super_res"], config.get("instruct", False))
     out, start = {}, 0
     for name, count in input_layout(*flags):
