@@ -1,5 +1,5 @@
 """An instruction-editing model on held-out edit triples: edit success and preservation error per
-(s_I, s_T) with intervals, success per edit kind, and InstructPix2Pix's two trade-off claims.
+(s_I, s_T) with intervals, the same per edit kind, and InstructPix2Pix's two trade-off claims.
 Prints one JSON object per line.
 
     python benchmarks/instruct_edit_readout.py models/instruct.pt data/edit_shards --triples 48
@@ -11,7 +11,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 SCALES = [(1.5, 7.5), (1.0, 7.5), (3.0, 7.5), (1.5, 1.0), (1.5, 3.0)]
@@ -27,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.evaluation.edit_eval import PAPER_SCALES, edit_triples
-    from pipeline.evaluation.edit_sweep import edit_sweep, instruct_claims, sweep_rows
+    from pipeline.evaluation.edit_sweep import edit_sweep, instruct_claims, kind_rows, sweep_rows
     from pipeline.sampling import SamplerSettings, load_sampling_model
 
     torch.set_num_threads(args.threads)
@@ -41,12 +40,10 @@ def main() -> None:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
     kinds = [t["meta"]["edit"]["kind"] for t in triples]
     for (image_scale, text_scale), values in swept.items():
-        by_kind = {
-            k: round(float(np.mean(values["success"][[kk == k for kk in kinds]])), 2)
-            for k in sorted(set(kinds))
-        }
-        print(json.dumps({"s_I": image_scale, "s_T": text_scale, "success_by_kind": by_kind,
-                          "triples_by_kind": {k: kinds.count(k) for k in sorted(set(kinds))}}))  # fmt: skip
+        for row in kind_rows(values, kinds, 0.95, 200, 0):
+            print(json.dumps({"s_I": image_scale, "s_T": text_scale,
+                              **{k: round(v, 3) if isinstance(v, float) else v
+                                 for k, v in row.items()}}))  # fmt: skip
     for claim in instruct_claims(swept, 0.95, 200, 0, 10, prefer=PAPER_SCALES):
         print(json.dumps(claim.__dict__))
     print(json.dumps({"seconds": round(time.perf_counter() - began, 1)}))

@@ -58,7 +58,7 @@ def sweep_on_worker(
     """Edit ``triples`` at every setting; (the ``results["instruct"]`` part, grid rows uint8
     [rows * (1 + settings), H, W, 3]: each triple's input, then its edit per setting)."""
     from pipeline.diffusion import SamplerSettings
-    from pipeline.evaluation.edit_sweep import edit_sweep, sweep_rows
+    from pipeline.evaluation.edit_sweep import edit_sweep, kind_rows, sweep_rows
     from pipeline.sampling.loading import load_sampling_model
 
     sampler = load_sampling_model(
@@ -72,13 +72,20 @@ def sweep_on_worker(
     sampling = SamplerSettings(steps=str(settings["edit_steps"]), seed=int(settings["seed"]),
                                batch_size=int(settings["batch_size"]))  # fmt: skip
     swept = edit_sweep(sampler, triples, sampling, edit_scales(settings))
-    rows = sweep_rows(swept, float(settings["confidence"]),
-                      int(settings["bootstrap_replicates"]), int(settings["seed"]))  # fmt: skip
+    interval = (float(settings["confidence"]), int(settings["bootstrap_replicates"]),
+                int(settings["seed"]))  # fmt: skip
+    kinds = [t["meta"]["edit"]["kind"] for t in triples]
+    shown_setting = nearest_paper_setting(list(swept))
     part = {
         "triples": len(triples),
         "steps": str(settings["edit_steps"]),
         "seed": int(settings["seed"]),
-        "rows": rows,
+        "rows": sweep_rows(swept, *interval),
+        "by_kind": {
+            "image_guidance": shown_setting[0],
+            "text_guidance": shown_setting[1],
+            "rows": kind_rows(swept[shown_setting], kinds, *interval),
+        },
         "per_triple": {
             f"{i:g},{t:g}": {k: v.tolist() for k, v in values.items() if k != "edits"}
             for (i, t), values in swept.items()
@@ -91,6 +98,11 @@ def sweep_on_worker(
         for image in (triples[n]["source"], *(v["edits"][n] for v in swept.values()))
     ]
     return part, np.stack(grid)
+
+
+def nearest_paper_setting(settings: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The (s_I, s_T) of ``settings`` nearest InstructPix2Pix's defaults (ties: the first)."""
+    return min(settings, key=lambda s: abs(s[0] - PAPER_SCALES[0]) + abs(s[1] - PAPER_SCALES[1]))
 
 
 def _per_setting(part: dict[str, Any]) -> dict[tuple[float, float], dict[str, np.ndarray]]:
@@ -132,14 +144,29 @@ def plot_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
-    """``instruct_1.5_7.5/edit_success``-style scalars for MLflow."""
+    """``instruct_1.5_7.5/edit_success``-style scalars for MLflow, and per edit kind at the
+    setting nearest the paper's: ``instruct_1.5_7.5/recolour/edit_success``."""
+    part = results.get("instruct", {})
+    named = [
+        (f"instruct_{r['image_guidance']:g}_{r['text_guidance']:g}", r) for r in plot_rows(results)
+    ]
+    if by_kind := part.get("by_kind"):
+        setting = f"instruct_{by_kind['image_guidance']:g}_{by_kind['text_guidance']:g}"
+        named += [(f"{setting}/{row['kind']}", row) for row in by_kind["rows"]]
     out = {}
-    for row in plot_rows(results):
-        name = f"instruct_{row['image_guidance']:g}_{row['text_guidance']:g}"
+    for name, row in named:
         for key in ("edit_success", "preservation_error"):
             for suffix in ("", "_low", "_high"):
                 out[f"{name}/{key}{suffix}"] = float(row[key + suffix])
     return out
+
+
+def _rate_and_error(row: dict[str, Any]) -> str:
+    return (
+        f"{row['edit_success']:.0%} [{row['edit_success_low']:.0%}, "
+        f"{row['edit_success_high']:.0%}] | {row['preservation_error']:.3f} "
+        f"[{row['preservation_error_low']:.3f}, {row['preservation_error_high']:.3f}]"
+    )
 
 
 def report_lines(results: dict[str, Any]) -> list[str]:
@@ -160,9 +187,17 @@ def report_lines(results: dict[str, Any]) -> list[str]:
     ]
     for row in part["rows"]:
         lines.append(
-            f"| {row['image_guidance']:g} | {row['text_guidance']:g} | "
-            f"{row['edit_success']:.0%} [{row['edit_success_low']:.0%}, "
-            f"{row['edit_success_high']:.0%}] | {row['preservation_error']:.3f} "
-            f"[{row['preservation_error_low']:.3f}, {row['preservation_error_high']:.3f}] |"
+            f"| {row['image_guidance']:g} | {row['text_guidance']:g} | {_rate_and_error(row)} |"
         )
+    if by_kind := part.get("by_kind"):
+        lines += [
+            "",
+            f"By edit kind, at s_I {by_kind['image_guidance']:g}, s_T {by_kind['text_guidance']:g}:",
+            "",
+            "| edit | triples | edit success | preservation error |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['kind']} | {r['triples']} | {_rate_and_error(r)} |" for r in by_kind["rows"]
+        ]
     return lines

@@ -74,6 +74,23 @@ def edit_sweep(
     return out
 
 
+def summary_row(
+    success: np.ndarray, error: np.ndarray, confidence: float, replicates: int, seed: int
+) -> dict[str, Any]:
+    """Success rate [Wilson interval] and mean preservation error [bootstrap] of some triples."""
+    n, hits = len(success), int(np.asarray(success).sum())
+    low, high = wilson_interval(hits, n, confidence)
+    errors = torch.from_numpy(np.asarray(error, np.float64))
+    mean_error = float(errors.mean())
+    indices = bootstrap_indices(n, replicates, seed)
+    e_low, e_high = centred_interval(mean_error, bootstrap_mean(errors, indices), confidence)
+    return {
+        "triples": n, "edit_success": hits / n, "edit_success_low": low,
+        "edit_success_high": high, "preservation_error": mean_error,
+        "preservation_error_low": e_low, "preservation_error_high": e_high,
+    }  # fmt: skip
+
+
 def sweep_rows(
     per_setting: dict[tuple[float, float], dict[str, np.ndarray]],
     confidence: float,
@@ -81,20 +98,32 @@ def sweep_rows(
     seed: int,
 ) -> list[dict[str, Any]]:
     """One row per setting: success rate [Wilson interval], preservation error [bootstrap]."""
+    return [
+        {
+            "image_guidance": image_scale,
+            "text_guidance": text_scale,
+            **summary_row(
+                values["success"], values["preservation_error"], confidence, replicates, seed
+            ),
+        }
+        for (image_scale, text_scale), values in per_setting.items()
+    ]
+
+
+def kind_rows(
+    values: dict[str, np.ndarray],
+    kinds: Sequence[str],
+    confidence: float,
+    replicates: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One row per edit kind (``kinds``: each triple's, in order) of one setting's read-out."""
+    labels = np.asarray(kinds)
     rows = []
-    for (image_scale, text_scale), values in per_setting.items():
-        n, hits = len(values["success"]), int(values["success"].sum())
-        error = torch.from_numpy(values["preservation_error"])
-        low, high = wilson_interval(hits, n, confidence)
-        indices = bootstrap_indices(n, replicates, seed)
-        mean_error = float(error.mean())
-        e_low, e_high = centred_interval(mean_error, bootstrap_mean(error, indices), confidence)
-        rows.append({
-            "image_guidance": image_scale, "text_guidance": text_scale, "triples": n,
-            "edit_success": hits / n, "edit_success_low": low, "edit_success_high": high,
-            "preservation_error": mean_error, "preservation_error_low": e_low,
-            "preservation_error_high": e_high,
-        })  # fmt: skip
+    for kind in sorted(set(kinds)):
+        chosen = labels == kind
+        success, error = values["success"][chosen], values["preservation_error"][chosen]
+        rows.append({"kind": kind, **summary_row(success, error, confidence, replicates, seed)})
     return rows
 
 

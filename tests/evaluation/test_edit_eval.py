@@ -11,6 +11,7 @@ from pipeline.evaluation.edit_eval import (
     edit_triples,
     flat_metrics,
     metrics_record,
+    nearest_paper_setting,
     plot_rows,
     report_lines,
     sweep_on_worker,
@@ -62,6 +63,17 @@ def test_the_sweep_edits_every_triple_at_every_setting_and_shows_the_first(swept
     assert grid.shape == (2 * 3, 16, 16, 3) and grid.dtype == np.uint8  # 2 shown x (input + 2)
     assert np.array_equal(grid[0], held[0]["source"]) and np.array_equal(grid[3], held[1]["source"])
     assert list(part["per_triple"]) == ["1,3", "2,3"]
+    kinds = [t["meta"]["edit"]["kind"] for t in held]
+    by_kind = part["by_kind"]  # (1, 3) and (2, 3) are equally near (1.5, 7.5): the first
+    assert (by_kind["image_guidance"], by_kind["text_guidance"]) == (1.0, 3.0)
+    assert {r["kind"]: r["triples"] for r in by_kind["rows"]} == {k: kinds.count(k) for k in kinds}
+    successes = sum(r["edit_success"] * r["triples"] for r in by_kind["rows"])
+    assert successes == sum(part["per_triple"]["1,3"]["success"])
+
+
+def test_the_kind_table_is_read_at_the_setting_nearest_the_papers():
+    assert nearest_paper_setting([(1.0, 7.5), (1.5, 7.5), (3.0, 1.0)]) == (1.5, 7.5)
+    assert nearest_paper_setting([(3.0, 1.0), (1.0, 3.0)]) == (1.0, 3.0)
 
 
 def test_report_metrics_plot_and_mlflow_get_the_rows_with_both_ends(swept):
@@ -73,8 +85,13 @@ def test_report_metrics_plot_and_mlflow_get_the_rows_with_both_ends(swept):
     metrics = flat_metrics(results)
     for key in ("edit_success", "edit_success_low", "preservation_error_high"):
         assert metrics[f"instruct_2_3/{key}"] == part["rows"][1][key]
-    lines = report_lines(results)
-    assert "| 2 | 3 |" in "\n".join(lines) and "4 held-out edit triples" in "\n".join(lines)
+    lines = "\n".join(report_lines(results))
+    assert "| 2 | 3 |" in lines and "4 held-out edit triples" in lines
+    assert "By edit kind, at s_I 1, s_T 3" in lines
+    assert record["by_kind"] == part["by_kind"]
+    for row in part["by_kind"]["rows"]:
+        assert f"| {row['kind']} | {row['triples']} |" in lines
+        assert metrics[f"instruct_1_3/{row['kind']}/edit_success_high"] == row["edit_success_high"]
     claims = {c.key: c for c in edit_claims(results)}
     assert claims["image_scale_preserves"].verdict == "not measurable"  # 4 triples < 10
     assert "4 triples < 10" in claims["image_scale_preserves"].evidence

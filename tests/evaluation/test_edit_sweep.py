@@ -9,6 +9,7 @@ from pipeline.data.synthetic_scenes import render_scene
 from pipeline.evaluation.edit_sweep import (
     edit_sweep,
     instruct_claims,
+    kind_rows,
     paired_difference,
     read_edits,
     sweep_rows,
@@ -42,6 +43,23 @@ def test_targets_read_as_successes_and_the_intervals_say_how_sure():
     assert rows[0]["preservation_error_low"] == rows[0]["preservation_error_high"] == 0.0
     point, low, high = paired_difference(exact["success"], unedited["success"], 0.95, 200, 0)
     assert (point, low, high) == (1.0, 1.0, 1.0)
+
+
+def test_rows_per_edit_kind_count_each_kinds_own_triples():
+    held = triples(64, count=24)
+    kinds = [t["meta"]["edit"]["kind"] for t in held]
+    recoloured = [
+        t["target"] if t["meta"]["edit"]["kind"] == "recolour" else t["source"] for t in held
+    ]
+    edits = np.stack(recoloured)
+    rows = {r["kind"]: r for r in kind_rows(read_edits(edits, held), kinds, 0.95, 200, 0)}
+    assert sorted(rows) == sorted(set(kinds)) and "recolour" in rows and len(rows) > 1
+    assert {k: r["triples"] for k, r in rows.items()} == {k: kinds.count(k) for k in rows}
+    assert rows["recolour"]["edit_success"] == 1.0
+    assert all(r["edit_success"] == 0.0 for k, r in rows.items() if k != "recolour")
+    assert all(
+        r["edit_success_low"] <= r["edit_success"] <= r["edit_success_high"] for r in rows.values()
+    )
 
 
 @pytest.fixture(scope="module")
