@@ -25,7 +25,8 @@ def edit_scales(settings: dict[str, Any]) -> list[tuple[float, float]]:
 
 
 def edit_triples(shard_dir: str | Path, count: int) -> tuple[list[dict[str, Any]], str]:
-    """(the first ``count`` held-out triples of ``shard_dir``: ``{"source", "caption", "meta"}``,
+    """(the first ``count`` held-out triples of ``shard_dir``: ``{"source", "target", "caption",
+    "meta"}``,
     "") or ([], why the sweep cannot run). The read-out needs the embedded scene each triple was
     drawn from; fewer triples than ``count`` is an error (sample counts are fixed per profile)."""
     from pipeline.data.edit_shards import EDIT_MANIFEST_FORMAT
@@ -42,21 +43,25 @@ def edit_triples(shard_dir: str | Path, count: int) -> tuple[list[dict[str, Any]
             f"the triples of {shard_dir} come from `{manifest.get('source')}`, not the embedded "
             "scenes whose edits can be read back from an image"
         )
-    found = held_out_examples(shard_dir, count, images=("source",), manifest=manifest,
+    found = held_out_examples(shard_dir, count, images=("source", "edited"), manifest=manifest,
                               with_meta=True)  # fmt: skip
     if len(found) < count:
         raise ValueError(
             f"evaluate.edit_triples is {count} but {shard_dir} holds {len(found)} held-out "
             "triples: lower evaluate.edit_triples or shard more (shard_edits.num_samples)"
         )
-    return [{k: t[k] for k in ("source", "caption", "meta")} for t in found], ""
+    return [
+        {"source": t["source"], "target": t["edited"], "caption": t["caption"], "meta": t["meta"]}
+        for t in found
+    ], ""
 
 
 def sweep_on_worker(
     settings: dict[str, Any], model_path: str, triples: Sequence[dict[str, Any]], device: str
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Edit ``triples`` at every setting; (the ``results["instruct"]`` part, grid rows uint8
-    [rows * (1 + settings), H, W, 3]: each triple's input, then its edit per setting)."""
+    [rows * (2 + settings), H, W, 3]: each triple's input, the wanted edit (its target), then
+    its edit per setting; the part's ``shown`` holds the rows' instructions)."""
     from pipeline.diffusion import SamplerSettings
     from pipeline.evaluation.edit_sweep import edit_sweep, kind_rows, sweep_rows
     from pipeline.sampling.loading import load_sampling_model
@@ -91,11 +96,12 @@ def sweep_on_worker(
             for (i, t), values in swept.items()
         },
     }
-    shown = min(len(triples), int(settings["grid_images"]))
+    shown = triples[: int(settings["grid_images"])]
+    part["shown"] = [t["caption"] for t in shown]
     grid = [
         image
-        for n in range(shown)
-        for image in (triples[n]["source"], *(v["edits"][n] for v in swept.values()))
+        for n, t in enumerate(shown)
+        for image in (t["source"], t["target"], *(v["edits"][n] for v in swept.values()))
     ]
     return part, np.stack(grid)
 
@@ -134,8 +140,8 @@ def edit_claims(results: dict[str, Any]) -> list[Claim]:
 
 def metrics_record(part: dict[str, Any]) -> dict[str, Any]:
     """The part as ``metrics/eval.json`` keeps it: the rows with both interval ends, not the
-    per-triple values (the report's claims are judged on those)."""
-    return {k: v for k, v in part.items() if k != "per_triple"}
+    per-triple values (the report's claims are judged on those) nor the grid's instructions."""
+    return {k: v for k, v in part.items() if k not in ("per_triple", "shown")}
 
 
 def plot_rows(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from pipeline.evaluation.edit_eval import (
     sweep_on_worker,
 )
 from pipeline.evaluation.report import VERDICTS
+from pipeline.evaluation.stage import grid_images
 from pipeline.text import get_tokenizer
 from tests.evaluation.test_edit_sweep import _readout, triples
 from tests.sampling.conftest import write_model_file
@@ -60,8 +61,12 @@ def test_the_sweep_edits_every_triple_at_every_setting_and_shows_the_first(swept
         assert row["edit_success_low"] <= row["edit_success"] <= row["edit_success_high"]
         low, high = row["preservation_error_low"], row["preservation_error_high"]
         assert low <= row["preservation_error"] <= high
-    assert grid.shape == (2 * 3, 16, 16, 3) and grid.dtype == np.uint8  # 2 shown x (input + 2)
-    assert np.array_equal(grid[0], held[0]["source"]) and np.array_equal(grid[3], held[1]["source"])
+    assert grid.shape == (2 * 4, 16, 16, 3) and grid.dtype == np.uint8  # 2 x (input, wanted, 2)
+    assert np.array_equal(grid[0], held[0]["source"]) and np.array_equal(grid[4], held[1]["source"])
+    assert np.array_equal(grid[1], held[0]["target"]) and np.array_equal(grid[5], held[1]["target"])
+    assert part["shown"] == [held[0]["caption"], held[1]["caption"]]
+    picture = grid_images({"instruct": grid}, {"instruct": part, "sweeps": []})["instruct"]
+    assert picture.width == 4 * 64  # input, wanted, one edit per setting
     assert list(part["per_triple"]) == ["1,3", "2,3"]
     kinds = [t["meta"]["edit"]["kind"] for t in held]
     by_kind = part["by_kind"]  # (1, 3) and (2, 3) are equally near (1.5, 7.5): the first
@@ -80,7 +85,7 @@ def test_report_metrics_plot_and_mlflow_get_the_rows_with_both_ends(swept):
     _, part, _ = swept
     results = {"instruct": part, "uncertainty": uncertainty(10)}
     record = metrics_record(part)
-    assert "per_triple" not in record and record["rows"] == part["rows"]
+    assert "per_triple" not in record and "shown" not in record and record["rows"] == part["rows"]
     assert plot_rows(results) == part["rows"]
     metrics = flat_metrics(results)
     for key in ("edit_success", "edit_success_low", "preservation_error_high"):

@@ -302,6 +302,8 @@ def test_evaluate_writes_metrics_plots_report_and_logs_them_on_the_pipeline_run(
     ]
     assert record["instruct"]["rows"] == edits and "per_triple" not in record["instruct"]
     assert "## Instruction editing" in report and "| 2 | 3 |" in report
+    assert "By edit kind, at s_I 1, s_T 3" in report and "shown" not in record["instruct"]
+    assert sum(r["triples"] for r in record["instruct"]["by_kind"]["rows"]) == 4
     # the two-object sweep: 4 held-out relation captions, the base model and both cfg scales
     pairs = json.loads((root / "plots/pair_sweep.json").read_text())
     assert [(r["guidance"], r["scale"], r["captions"]) for r in pairs] == [
