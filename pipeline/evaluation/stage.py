@@ -153,9 +153,10 @@ def grid_images(grids: dict[str, np.ndarray], results: dict[str, Any]) -> dict[s
         settings = [f"s_I {r['image_guidance']:g} s_T {r['text_guidance']:g}"
                     for r in results["instruct"]["rows"]]  # fmt: skip
         captions = [cell for instruction in results["instruct"]["shown"]
-                    for cell in (f"input: {instruction}", "wanted", *settings)]  # fmt: skip
-        out["instruct"] = captioned_grid(grids["instruct"], captions, columns=2 + len(settings),
-                                         cell=64, caption_lines=3)  # fmt: skip
+                    for cell in (instruction, "wanted", *settings)]  # fmt: skip
+        out["instruct"] = captioned_grid(
+            grids["instruct"], captions, columns=2 + len(settings), cell=96, caption_lines=4
+        )  # the whole instruction
     if "pairs" in grids and "pairs" in results:
         names = [f"{r['guidance']}_{r['scale']:g}" for r in results["pairs"]["rows"]]
         shown = results["pairs"]["captions"][: len(grids["pairs"]) // len(names)]

@@ -66,7 +66,7 @@ def test_the_sweep_edits_every_triple_at_every_setting_and_shows_the_first(swept
     assert np.array_equal(grid[1], held[0]["target"]) and np.array_equal(grid[5], held[1]["target"])
     assert part["shown"] == [held[0]["caption"], held[1]["caption"]]
     picture = grid_images({"instruct": grid}, {"instruct": part, "sweeps": []})["instruct"]
-    assert picture.width == 4 * 64  # input, wanted, one edit per setting
+    assert picture.width == 4 * 96  # input, wanted, one edit per setting
     assert list(part["per_triple"]) == ["1,3", "2,3"]
     kinds = [t["meta"]["edit"]["kind"] for t in held]
     by_kind = part["by_kind"]  # (1, 3) and (2, 3) are equally near (1.5, 7.5): the first
