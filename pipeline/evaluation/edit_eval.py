@@ -25,10 +25,10 @@ def edit_scales(settings: dict[str, Any]) -> list[tuple[float, float]]:
 
 
 def edit_triples(shard_dir: str | Path, count: int) -> tuple[list[dict[str, Any]], str]:
-    """(the first ``count`` held-out triples of ``shard_dir``: ``{"source", "target", "caption",
-    "meta"}``,
-    "") or ([], why the sweep cannot run). The read-out needs the embedded scene each triple was
-    drawn from; fewer triples than ``count`` is an error (sample counts are fixed per profile)."""
+    """(the first ``count`` held-out triples of ``shard_dir``, "") or ([], why the sweep cannot
+    run). A triple: ``{"source", "target", "caption", "meta"}``. The read-out needs the embedded
+    scene each triple was drawn from; fewer triples than ``count`` is an error (sample counts are
+    fixed per profile)."""
     from pipeline.data.edit_shards import EDIT_MANIFEST_FORMAT
     from pipeline.data.examples import held_out_examples
     from pipeline.data.manifest import read_manifest
@@ -81,6 +81,7 @@ def sweep_on_worker(
                 int(settings["seed"]))  # fmt: skip
     kinds = [t["meta"]["edit"]["kind"] for t in triples]
     shown_setting = nearest_paper_setting(list(swept))
+    shown = triples[: int(settings["grid_images"])]
     part = {
         "triples": len(triples),
         "steps": str(settings["edit_steps"]),
@@ -95,9 +96,8 @@ def sweep_on_worker(
             f"{i:g},{t:g}": {k: v.tolist() for k, v in values.items() if k != "edits"}
             for (i, t), values in swept.items()
         },
+        "shown": [t["caption"] for t in shown],
     }
-    shown = triples[: int(settings["grid_images"])]
-    part["shown"] = [t["caption"] for t in shown]
     grid = [
         image
         for n, t in enumerate(shown)
