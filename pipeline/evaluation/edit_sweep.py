@@ -80,10 +80,7 @@ def summary_row(
     """Success rate [Wilson interval] and mean preservation error [bootstrap] of some triples."""
     n, hits = len(success), int(np.asarray(success).sum())
     low, high = wilson_interval(hits, n, confidence)
-    errors = torch.from_numpy(np.asarray(error, np.float64))
-    mean_error = float(errors.mean())
-    indices = bootstrap_indices(n, replicates, seed)
-    e_low, e_high = centred_interval(mean_error, bootstrap_mean(errors, indices), confidence)
+    mean_error, e_low, e_high = mean_interval(error, confidence, replicates, seed)
     return {
         "triples": n, "edit_success": hits / n, "edit_success_low": low,
         "edit_success_high": high, "preservation_error": mean_error,
@@ -127,16 +124,23 @@ def kind_rows(
     return rows
 
 
+def mean_interval(
+    values: np.ndarray, confidence: float, replicates: int, seed: int
+) -> tuple[float, float, float]:
+    """Mean of per-triple ``values`` and its bootstrap interval over triples."""
+    tensor = torch.from_numpy(np.asarray(values, np.float64))
+    point = float(tensor.mean())
+    indices = bootstrap_indices(len(tensor), replicates, seed)
+    low, high = centred_interval(point, bootstrap_mean(tensor, indices), confidence)
+    return point, low, high
+
+
 def paired_difference(
     better: np.ndarray, worse: np.ndarray, confidence: float, replicates: int, seed: int
 ) -> tuple[float, float, float]:
     """Mean of ``better - worse`` over triples and its bootstrap interval (paired)."""
-    diff = torch.from_numpy(np.asarray(better, np.float64) - np.asarray(worse, np.float64))
-    point = float(diff.mean())
-    low, high = centred_interval(
-        point, bootstrap_mean(diff, bootstrap_indices(len(diff), replicates, seed)), confidence
-    )
-    return point, low, high
+    diff = np.asarray(better, np.float64) - np.asarray(worse, np.float64)
+    return mean_interval(diff, confidence, replicates, seed)
 
 
 def paired_verdict(point: float, low: float, high: float) -> tuple[str, str]:
