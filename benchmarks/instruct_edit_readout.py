@@ -38,9 +38,8 @@ def main() -> None:
     swept = edit_sweep(sampler, triples, SamplerSettings(steps=args.steps, seed=0), SCALES)
     for row in sweep_rows(swept, 0.95, 200, 0):
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
-    kinds = [t["meta"]["edit"]["kind"] for t in triples]
     for (image_scale, text_scale), values in swept.items():
-        for row in kind_rows(values, kinds, 0.95, 200, 0):
+        for row in kind_rows(values, triples, 0.95, 200, 0):
             print(json.dumps({"s_I": image_scale, "s_T": text_scale,
                               **{k: round(v, 3) if isinstance(v, float) else v
                                  for k, v in row.items()}}))  # fmt: skip

@@ -79,7 +79,6 @@ def sweep_on_worker(
     swept = edit_sweep(sampler, triples, sampling, edit_scales(settings))
     interval = (float(settings["confidence"]), int(settings["bootstrap_replicates"]),
                 int(settings["seed"]))  # fmt: skip
-    kinds = [t["meta"]["edit"]["kind"] for t in triples]
     shown_setting = nearest_paper_setting(list(swept))
     shown = triples[: int(settings["grid_images"])]
     part = {
@@ -90,7 +89,7 @@ def sweep_on_worker(
         "by_kind": {
             "image_guidance": shown_setting[0],
             "text_guidance": shown_setting[1],
-            "rows": kind_rows(swept[shown_setting], kinds, *interval),
+            "rows": kind_rows(swept[shown_setting], triples, *interval),
         },
         "per_triple": {
             f"{i:g},{t:g}": {k: v.tolist() for k, v in values.items() if k != "edits"}

@@ -109,15 +109,15 @@ def sweep_rows(
 
 def kind_rows(
     values: dict[str, np.ndarray],
-    kinds: Sequence[str],
+    triples: Sequence[dict[str, Any]],
     confidence: float,
     replicates: int,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """One row per edit kind (``kinds``: each triple's, in order) of one setting's read-out."""
-    labels = np.asarray(kinds)
+    """One row per edit kind of one setting's read-out of ``triples`` (in the read-out's order)."""
+    labels = np.asarray([t["meta"]["edit"]["kind"] for t in triples])
     rows = []
-    for kind in sorted(set(kinds)):
+    for kind in sorted(set(labels.tolist())):
         chosen = labels == kind
         success, error = values["success"][chosen], values["preservation_error"][chosen]
         rows.append({"kind": kind, **summary_row(success, error, confidence, replicates, seed)})

@@ -52,7 +52,7 @@ def test_rows_per_edit_kind_count_each_kinds_own_triples():
         t["target"] if t["meta"]["edit"]["kind"] == "recolour" else t["source"] for t in held
     ]
     edits = np.stack(recoloured)
-    rows = {r["kind"]: r for r in kind_rows(read_edits(edits, held), kinds, 0.95, 200, 0)}
+    rows = {r["kind"]: r for r in kind_rows(read_edits(edits, held), held, 0.95, 200, 0)}
     assert sorted(rows) == sorted(set(kinds)) and "recolour" in rows and len(rows) > 1
     assert {k: r["triples"] for k, r in rows.items()} == {k: kinds.count(k) for k in rows}
     assert rows["recolour"]["edit_success"] == 1.0
