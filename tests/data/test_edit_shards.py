@@ -16,6 +16,7 @@ from pipeline.data.scene_edits import edit_region, is_held_out
 from pipeline.data.shard_reader import iter_shard_samples
 from pipeline.data.synthetic_scenes import render_scene
 from pipeline.data.train_input import training_dataset
+from pipeline.evaluation.edit_eval import edit_triples
 
 CFG = SyntheticScenesConfig()
 
@@ -48,6 +49,17 @@ def test_triples_round_trip_exactly_with_held_out_edits_only_in_val(tmp_path):
             outside = ~edit_region(meta["edit"], 32)
             assert np.array_equal(sample["source"][outside], sample["edited"][outside])
             assert sample["caption"]  # the instruction
+    # the evaluate stage's held-out triples: each input with its exact target, in shard order
+    held, why = edit_triples(tmp_path / "a", manifest["counts"]["val"])
+    assert why == "" and len(held) == manifest["counts"]["val"]
+    for triple in held:
+        scenes = triple["meta"]
+        assert np.array_equal(
+            triple["source"], np.asarray(render_scene(scenes["source_scene"], 32))
+        )
+        assert np.array_equal(
+            triple["target"], np.asarray(render_scene(scenes["edited_scene"], 32))
+        )
     # finetune_instruct's stream (input_images): aligned pairs, a resume continues it exactly
     stream = dict(image_key="edited", extra_images=("source",), seed=4, epoch=1)
     full = training_dataset(tmp_path / "a", manifest=manifest, **stream).take_all()
