@@ -6,8 +6,9 @@ stage does), upsamples them with each ``--setting`` (``steps:temperature``) and 
 PSNR of the upsampler and of bicubic with bootstrap intervals of the paired difference. With
 ``--fid N`` also the FID of both at the high resolution against the first N held-out high-res
 images (as the evaluate stage does; the upsampled and bicubic sets resampled together, so the
-interval is that of the difference). It measures what sampler settings and training recipes buy,
-not speed.
+interval is that of the difference); with ``--own-targets`` instead the FID against the pairs'
+own high-res images, the three sets resampled together (the paired interval of the gain). It
+measures what sampler settings and training recipes buy, not speed.
 
     python benchmarks/upsampler_vs_bicubic.py models/upsampler.pt --pairs 48 --fid 96 \
         --setting fast27:0.997 --setting ddim25:0 --tile 32 --tile-stride 8
@@ -41,6 +42,12 @@ def main() -> None:
         help="FID references are the --fid held-out images after the pairs (default: the first "
         "--fid, which include the pairs' own targets, as the evaluate stage does)",
     )
+    parser.add_argument(
+        "--own-targets",
+        action="store_true",
+        help="FID against the pairs' own high-res images, every set resampled with the same "
+        "indices (paired: the interval of the gain leaves out the reference set's own spread)",
+    )
     parser.add_argument("--tile", type=int, default=0, help="tile size (0: whole images)")
     parser.add_argument("--tile-stride", type=int, default=8)
     parser.add_argument(
@@ -64,7 +71,10 @@ def main() -> None:
     upsampler = load_sampling_model(args.model, expect="upsample")
     pairs = held_out_examples(args.shards, args.pairs, images=("base", "hires"))
     indices = bootstrap_indices(len(pairs), 1000, args.seed)
-    fid = fid_figures(args, len(pairs)) if args.fid else None
+    if args.own_targets:
+        fid = own_target_fid(pairs, indices)
+    else:
+        fid = fid_figures(args, len(pairs)) if args.fid else None
     for setting in args.setting or ["fast27:0.997"]:
         steps, temperature = setting.split(":")
         started = time.perf_counter()
@@ -101,15 +111,9 @@ def main() -> None:
         )
 
 
-def fid_figures(args: argparse.Namespace, pairs: int):
-    """A function (upsampled, bicubic uint8 [N, H, W, 3]) -> their FIDs against ``args.fid``
-    held-out high-res images (the first, or with ``--disjoint-fid`` those after the ``pairs``),
-    the 95% interval of the FID gain over bicubic and the FID of the pairs' true images."""
-    from pipeline.data.examples import held_out_examples
-    from pipeline.evaluation.bootstrap import unpaired_fid
+def inception_features():
+    """A function: uint8 images [N, H, W, 3] -> their FID Inception features [N, 2048]."""
     from pipeline.evaluation.inception_weights import load_fid_inception
-    from pipeline.evaluation.uncertainty import bootstrap_indices, centred_interval
-    from pipeline.evaluation.uncertainty import frechet_distance as fid
 
     inception = load_fid_inception().eval()
 
@@ -117,6 +121,44 @@ def fid_figures(args: argparse.Namespace, pairs: int):
         with torch.no_grad():
             return inception(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
 
+    return features
+
+
+def own_target_fid(pairs: list[dict], indices: torch.Tensor):
+    """A function (upsampled, bicubic) -> their FIDs against the pairs' own high-res images and
+    the paired bootstrap interval of the gain (bicubic minus ours; ``indices`` [B, N])."""
+    from pipeline.evaluation.uncertainty import bootstrap_fid, centred_interval
+    from pipeline.evaluation.uncertainty import frechet_distance as fid
+
+    features = inception_features()
+    truth = features(np.stack([pair["hires"] for pair in pairs]))
+
+    def figures(upsampled: np.ndarray, bicubic: np.ndarray) -> dict[str, object]:
+        ours, theirs = features(upsampled), features(bicubic)
+        gain = fid(truth, theirs) - fid(truth, ours)
+        replicates = bootstrap_fid(truth, theirs, indices) - bootstrap_fid(truth, ours, indices)
+        low, high = centred_interval(gain, replicates, 0.95)
+        return {
+            "fid_reference": "own targets, paired",
+            "fid_upsampler": round(fid(truth, ours), 2),
+            "fid_bicubic": round(fid(truth, theirs), 2),
+            "fid_gain": round(gain, 2),
+            "fid_gain_95": [round(low, 2), round(high, 2)],
+        }
+
+    return figures
+
+
+def fid_figures(args: argparse.Namespace, pairs: int):
+    """A function (upsampled, bicubic uint8 [N, H, W, 3]) -> their FIDs against ``args.fid``
+    held-out high-res images (the first, or with ``--disjoint-fid`` those after the ``pairs``),
+    the 95% interval of the FID gain over bicubic and the FID of the pairs' true images."""
+    from pipeline.data.examples import held_out_examples
+    from pipeline.evaluation.bootstrap import unpaired_fid
+    from pipeline.evaluation.uncertainty import bootstrap_indices, centred_interval
+    from pipeline.evaluation.uncertainty import frechet_distance as fid
+
+    features = inception_features()
     skip = pairs if args.disjoint_fid else 0
     needed = max(pairs, skip + args.fid)
     held_out = held_out_examples(args.shards, needed, images=("hires",))
