@@ -23,6 +23,13 @@ def main() -> None:
     parser.add_argument("--triples", type=int, default=48)
     parser.add_argument("--steps", default="ddim25")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        metavar="S_I:S_T",
+        help="an (image, instruction) guidance setting, repeatable (default: five around 1.5:7.5)",
+    )
     args = parser.parse_args()
 
     from pipeline.evaluation.edit_eval import PAPER_SCALES, edit_triples
@@ -35,7 +42,8 @@ def main() -> None:
         raise SystemExit(why)
     sampler = load_sampling_model(args.model, expect="instruct")
     began = time.perf_counter()
-    swept = edit_sweep(sampler, triples, SamplerSettings(steps=args.steps, seed=0), SCALES)
+    scales = [tuple(float(v) for v in s.split(":")) for s in args.scale] or SCALES
+    swept = edit_sweep(sampler, triples, SamplerSettings(steps=args.steps, seed=0), scales)
     for row in sweep_rows(swept, 0.95, 200, 0):
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
     for (image_scale, text_scale), values in swept.items():

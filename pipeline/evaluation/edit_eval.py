@@ -160,16 +160,24 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
         named += [(f"{setting}/{row['kind']}", row) for row in by_kind["rows"]]
     out = {}
     for name, row in named:
-        for key in ("edit_success", "preservation_error"):
+        for key in ("edit_success", "clean_edit", "others_kept", "preservation_error"):
             for suffix in ("", "_low", "_high"):
-                out[f"{name}/{key}{suffix}"] = float(row[key + suffix])
+                if row.get(key + suffix) is not None:  # others_kept: None without other objects
+                    out[f"{name}/{key}{suffix}"] = float(row[key + suffix])
     return out
 
 
-def _rate_and_error(row: dict[str, Any]) -> str:
+def _rate(row: dict[str, Any], key: str) -> str:
+    if row.get(key) is None:
+        return "n/a"
+    return f"{row[key]:.0%} [{row[key + '_low']:.0%}, {row[key + '_high']:.0%}]"
+
+
+def _figures(row: dict[str, Any]) -> str:
+    """A row's success, clean edits, others kept (of how many) and preservation error."""
     return (
-        f"{row['edit_success']:.0%} [{row['edit_success_low']:.0%}, "
-        f"{row['edit_success_high']:.0%}] | {row['preservation_error']:.3f} "
+        f"{_rate(row, 'edit_success')} | {_rate(row, 'clean_edit')} | "
+        f"{_rate(row, 'others_kept')} ({row['others_scored']}) | {row['preservation_error']:.3f} "
         f"[{row['preservation_error_low']:.3f}, {row['preservation_error_high']:.3f}]"
     )
 
@@ -184,25 +192,25 @@ def report_lines(results: dict[str, Any]) -> list[str]:
     lines += [
         f"{part['triples']} held-out edit triples of the embedded scenes, sampler "
         f"`{part['steps']}`, the same seed at every setting. Edit success: the attribute the "
-        "instruction names reads back as asked (Wilson interval); preservation error: mean "
-        "absolute pixel error outside the edited object's region, in [0, 1] (bootstrap).",
+        "instruction names reads back as asked; others kept: every object the edit leaves alone "
+        "reads back with its colour and shape in its place (of the triples that have such "
+        "objects, counted in brackets); clean edit: both (Wilson intervals); preservation "
+        "error: mean absolute pixel error outside the edited object's region, in [0, 1] "
+        "(bootstrap).",
         "",
-        "| s_I | s_T | edit success | preservation error |",
-        "|---|---|---|---|",
+        "| s_I | s_T | edit success | clean edit | others kept (triples) | preservation error |",
+        "|---|---|---|---|---|---|",
     ]
     for row in part["rows"]:
-        lines.append(
-            f"| {row['image_guidance']:g} | {row['text_guidance']:g} | {_rate_and_error(row)} |"
-        )
+        lines.append(f"| {row['image_guidance']:g} | {row['text_guidance']:g} | {_figures(row)} |")
     if by_kind := part.get("by_kind"):
         lines += [
             "",
             f"By edit kind, at s_I {by_kind['image_guidance']:g}, s_T {by_kind['text_guidance']:g}:",
             "",
-            "| edit | triples | edit success | preservation error |",
-            "|---|---|---|---|",
+            "| edit | triples | edit success | clean edit | others kept (triples) | "
+            "preservation error |",
+            "|---|---|---|---|---|---|",
         ]
-        lines += [
-            f"| {r['kind']} | {r['triples']} | {_rate_and_error(r)} |" for r in by_kind["rows"]
-        ]
+        lines += [f"| {r['kind']} | {r['triples']} | {_figures(r)} |" for r in by_kind["rows"]]
     return lines

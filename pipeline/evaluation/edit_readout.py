@@ -7,12 +7,14 @@ the rest of the scene left alone?
   read at the new place and nothing at the old one, a removal when nothing is read at the old
   place, an addition when an object of the asked colour and shape is read away from the objects
   already there.
+- **Others kept** asks the same of every object the edit leaves alone: each reads back, inside
+  its own disc, with its colour and shape (None for a scene with no such object).
 - **Preservation error** is the mean absolute pixel difference (0..1) between the output and the
   input outside what the edit may change (:func:`scene_edits.edit_region`; for an addition, the
   input's objects only, since the new object may go anywhere on the background).
 
-On the exact targets the read-out scores every edit a success with zero preservation error
-(tested); on the unedited input, none succeeds.
+On the exact targets the read-out scores every edit a success with every other object kept and
+zero preservation error (tested); on the unedited input, none succeeds.
 """
 
 from __future__ import annotations
@@ -61,6 +63,27 @@ def edit_succeeded(image: np.ndarray, edit: dict[str, Any], source_scene: dict[s
     if at_old is None:
         return False
     return at_old["colour" if kind == "recolour" else "shape"] == edit["to"]
+
+
+def untouched_objects(edit: dict[str, Any], source_scene: dict[str, Any]) -> list[dict]:
+    """The objects of ``source_scene`` that ``edit`` leaves as they were (all, for an add)."""
+    return [o for k, o in enumerate(source_scene["objects"]) if k != edit["object"]]
+
+
+def others_kept(
+    image: np.ndarray, edit: dict[str, Any], source_scene: dict[str, Any]
+) -> bool | None:
+    """Whether every object ``edit`` leaves alone reads back in uint8 ``image`` with its colour
+    and shape inside its disc; None when the edit leaves no object alone."""
+    others = untouched_objects(edit, source_scene)
+    if not others:
+        return None
+    size, background = image.shape[0], source_scene["background"]
+    for obj in others:
+        seen = _read_inside(image, _disc(obj, size), background)
+        if not seen or (seen["colour"], seen["shape"]) != (obj["colour"], obj["shape"]):
+            return False
+    return True
 
 
 def preservation_error(

@@ -2,9 +2,9 @@
 InstructPix2Pix trade-off claims judged with paired bootstrap intervals.
 
 Every (s_I, s_T) edits the same triples with the same seed, so differences between two settings
-are paired: the claims resample triples, not settings. Per setting: the edit success rate with
-its Wilson interval and the mean preservation error with its bootstrap interval
-(:mod:`pipeline.evaluation.edit_readout`).
+are paired: the claims resample triples, not settings. Per setting: the rates of edit success,
+of kept other objects and of clean edits (both) with Wilson intervals, and the mean
+preservation error with its bootstrap interval (:mod:`pipeline.evaluation.edit_readout`).
 
 Claims (InstructPix2Pix Fig. 7): raising s_I preserves more (lower preservation error) and edits
 less; raising s_T edits more.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.diffusion import SamplerSettings
-from pipeline.evaluation.edit_readout import edit_succeeded, preservation_error
+from pipeline.evaluation.edit_readout import edit_succeeded, others_kept, preservation_error
 from pipeline.evaluation.report import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -43,14 +43,24 @@ CLAIM_STATEMENTS = {  # in axis order: s_I, s_T
 }
 
 
+READ_OUT = ("success", "others_kept", "preservation_error")  # per-triple values of read_edits
+
+
 def read_edits(edits: np.ndarray, triples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Per triple: ``success`` (0/1) and ``preservation_error`` of uint8 ``edits`` [N, H, W, 3]."""
-    success, error = [], []
+    """Per triple of uint8 ``edits`` [N, H, W, 3]: ``success`` (0/1), ``others_kept`` (0/1, NaN
+    where the edit leaves no other object) and ``preservation_error``."""
+    success, kept, error = [], [], []
     for image, triple in zip(edits, triples, strict=True):
         edit, scene = triple["meta"]["edit"], triple["meta"]["source_scene"]
         success.append(float(edit_succeeded(image, edit, scene)))
+        others = others_kept(image, edit, scene)
+        kept.append(np.nan if others is None else float(others))
         error.append(preservation_error(image, triple["source"], edit, scene))
-    return {"success": np.asarray(success), "preservation_error": np.asarray(error)}
+    return {
+        "success": np.asarray(success),
+        "others_kept": np.asarray(kept),
+        "preservation_error": np.asarray(error),
+    }
 
 
 def edit_sweep(
@@ -74,18 +84,37 @@ def edit_sweep(
     return out
 
 
-def summary_row(
-    success: np.ndarray, error: np.ndarray, confidence: float, replicates: int, seed: int
-) -> dict[str, Any]:
-    """Success rate [Wilson interval] and mean preservation error [bootstrap] of some triples."""
-    n, hits = len(success), int(np.asarray(success).sum())
+def _rate(name: str, hits: int, n: int, confidence: float) -> dict[str, float | None]:
+    """``name``: hits / n with its Wilson interval; None for all three when n is 0."""
+    if n == 0:
+        return {name: None, f"{name}_low": None, f"{name}_high": None}
     low, high = wilson_interval(hits, n, confidence)
-    mean_error, e_low, e_high = mean_interval(error, confidence, replicates, seed)
+    return {name: hits / n, f"{name}_low": low, f"{name}_high": high}
+
+
+def summary_row(
+    values: dict[str, np.ndarray], confidence: float, replicates: int, seed: int
+) -> dict[str, Any]:
+    """Of some triples' read-out: the success rate, the rate of triples whose other objects are
+    all kept (of those with any), the rate of clean edits (success with every other object
+    kept) [Wilson intervals], and the mean preservation error [bootstrap]."""
+    success = np.asarray(values["success"]) > 0.5
+    kept = np.asarray(values["others_kept"], np.float64)
+    scored = ~np.isnan(kept)
+    clean = success & (~scored | (kept > 0.5))
+    mean_error, e_low, e_high = mean_interval(
+        values["preservation_error"], confidence, replicates, seed
+    )
     return {
-        "triples": n, "edit_success": hits / n, "edit_success_low": low,
-        "edit_success_high": high, "preservation_error": mean_error,
-        "preservation_error_low": e_low, "preservation_error_high": e_high,
-    }  # fmt: skip
+        "triples": len(success),
+        **_rate("edit_success", int(success.sum()), len(success), confidence),
+        **_rate("clean_edit", int(clean.sum()), len(success), confidence),
+        "others_scored": int(scored.sum()),
+        **_rate("others_kept", int((kept[scored] > 0.5).sum()), int(scored.sum()), confidence),
+        "preservation_error": mean_error,
+        "preservation_error_low": e_low,
+        "preservation_error_high": e_high,
+    }
 
 
 def sweep_rows(
@@ -99,9 +128,7 @@ def sweep_rows(
         {
             "image_guidance": image_scale,
             "text_guidance": text_scale,
-            **summary_row(
-                values["success"], values["preservation_error"], confidence, replicates, seed
-            ),
+            **summary_row(values, confidence, replicates, seed),
         }
         for (image_scale, text_scale), values in per_setting.items()
     ]
@@ -118,9 +145,8 @@ def kind_rows(
     labels = np.asarray([t["meta"]["edit"]["kind"] for t in triples])
     rows = []
     for kind in sorted(set(labels.tolist())):
-        chosen = labels == kind
-        success, error = values["success"][chosen], values["preservation_error"][chosen]
-        rows.append({"kind": kind, **summary_row(success, error, confidence, replicates, seed)})
+        chosen = {key: np.asarray(values[key])[labels == kind] for key in READ_OUT}
+        rows.append({"kind": kind, **summary_row(chosen, confidence, replicates, seed)})
     return rows
 
 

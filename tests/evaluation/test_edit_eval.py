@@ -88,10 +88,14 @@ def test_report_metrics_plot_and_mlflow_get_the_rows_with_both_ends(swept):
     assert "per_triple" not in record and "shown" not in record and record["rows"] == part["rows"]
     assert plot_rows(results) == part["rows"]
     metrics = flat_metrics(results)
-    for key in ("edit_success", "edit_success_low", "preservation_error_high"):
+    for key in ("edit_success", "edit_success_low", "clean_edit_high", "preservation_error_high"):
         assert metrics[f"instruct_2_3/{key}"] == part["rows"][1][key]
+    kept = part["rows"][1]["others_kept"]  # None (not logged) where no triple has other objects
+    assert metrics.get("instruct_2_3/others_kept") == kept
     lines = "\n".join(report_lines(results))
     assert "| 2 | 3 |" in lines and "4 held-out edit triples" in lines
+    assert "| edit success | clean edit | others kept (triples) |" in lines
+    assert f"({part['rows'][1]['others_scored']}) |" in lines
     assert "By edit kind, at s_I 1, s_T 3" in lines
     assert record["by_kind"] == part["by_kind"]
     for row in part["by_kind"]["rows"]:

@@ -39,6 +39,11 @@ def test_targets_read_as_successes_and_the_intervals_say_how_sure():
     assert not unedited["success"].any() and not unedited["preservation_error"].any()
     rows = sweep_rows({(1.5, 7.5): exact, (3.0, 7.5): unedited}, 0.95, 200, 0)
     assert [r["edit_success"] for r in rows] == [1.0, 0.0]
+    assert [r["clean_edit"] for r in rows] == [1.0, 0.0]  # the input keeps all but edits nothing
+    with_others = int((~np.isnan(exact["others_kept"])).sum())
+    assert 0 < with_others < len(held)  # some scenes have objects besides the edited one
+    assert [r["others_scored"] for r in rows] == [with_others] * 2
+    assert [r["others_kept"] for r in rows] == [1.0, 1.0]
     assert 0.6 < rows[0]["edit_success_low"] < 1.0 == rows[0]["edit_success_high"]  # n = 12
     assert rows[0]["preservation_error_low"] == rows[0]["preservation_error_high"] == 0.0
     point, low, high = paired_difference(exact["success"], unedited["success"], 0.95, 200, 0)
@@ -60,6 +65,11 @@ def test_rows_per_edit_kind_count_each_kinds_own_triples():
     assert all(
         r["edit_success_low"] <= r["edit_success"] <= r["edit_success_high"] for r in rows.values()
     )
+    for kind, row in rows.items():
+        chosen = [t for t in held if t["meta"]["edit"]["kind"] == kind]
+        scored = sum(len(t["meta"]["source_scene"]["objects"]) > (kind != "add") for t in chosen)
+        assert row["others_scored"] == scored
+        assert row["others_kept"] == (1.0 if scored else None)  # inputs and targets keep them
 
 
 @pytest.fixture(scope="module")
