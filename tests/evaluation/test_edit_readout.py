@@ -5,7 +5,7 @@ import numpy as np
 
 from pipeline.config.schema import SyntheticScenesConfig
 from pipeline.data.scene_edits import EDIT_KINDS, sample_edit_triple
-from pipeline.data.synthetic_scenes import BACKGROUNDS, render_scene
+from pipeline.data.synthetic_scenes import BACKGROUNDS, COLOURS, render_scene
 from pipeline.evaluation.edit_readout import (
     edit_succeeded,
     others_kept,
@@ -52,4 +52,9 @@ def test_others_kept_sees_each_object_the_edit_leaves_alone():
             render_scene(dict(after, objects=[o for o in after["objects"] if o != others[0]]), RES)
         )
         assert others_kept(lost, edit, before) is False, edit  # one untouched object gone
+        taken = {o["colour"] for o in after["objects"]}
+        recoloured = dict(others[0], colour=next(c for c in COLOURS if c not in taken))
+        changed = [recoloured if o == others[0] else o for o in after["objects"]]
+        changed_image = np.asarray(render_scene(dict(after, objects=changed), RES))
+        assert others_kept(changed_image, edit, before) is False, edit  # in place, other colour
     assert scored >= 10

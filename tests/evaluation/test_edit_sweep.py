@@ -12,6 +12,7 @@ from pipeline.evaluation.edit_sweep import (
     kind_rows,
     paired_difference,
     read_edits,
+    summary_row,
     sweep_rows,
 )
 from pipeline.models import widen_for_instruct
@@ -48,6 +49,20 @@ def test_targets_read_as_successes_and_the_intervals_say_how_sure():
     assert rows[0]["preservation_error_low"] == rows[0]["preservation_error_high"] == 0.0
     point, low, high = paired_difference(exact["success"], unedited["success"], 0.95, 200, 0)
     assert (point, low, high) == (1.0, 1.0, 1.0)
+
+
+def test_a_clean_edit_needs_the_edit_and_every_other_object_kept():
+    values = {  # edited + kept, edited + lost the other, edited (nothing else), not edited
+        "success": np.array([1.0, 1.0, 1.0, 0.0]),
+        "others_kept": np.array([1.0, 0.0, np.nan, 1.0]),
+        "preservation_error": np.zeros(4),
+    }
+    row = summary_row(values, 0.95, 50, 0)
+    assert (row["edit_success"], row["clean_edit"]) == (0.75, 0.5)
+    assert (row["others_scored"], row["others_kept"]) == (3, 2 / 3)
+    alone = summary_row({k: v[2:3] for k, v in values.items()}, 0.95, 50, 0)
+    assert alone["others_scored"] == 0 and alone["others_kept"] is None
+    assert alone["others_kept_low"] is None and alone["clean_edit"] == 1.0
 
 
 def test_rows_per_edit_kind_count_each_kinds_own_triples():
