@@ -1,6 +1,6 @@
-"""An instruction-editing model on held-out edit triples: edit success and preservation error per
-(s_I, s_T) with intervals, the same per edit kind, and InstructPix2Pix's two trade-off claims.
-Prints one JSON object per line.
+"""An instruction-editing model on held-out edit triples: edit success, clean edits, other objects
+kept and preservation error per (s_I, s_T) with intervals, the same per edit kind, and
+InstructPix2Pix's two trade-off claims. Prints one JSON object per line.
 
     python benchmarks/instruct_edit_readout.py models/instruct.pt data/edit_shards --triples 48
 """
@@ -16,6 +16,15 @@ import torch
 SCALES = [(1.5, 7.5), (1.0, 7.5), (3.0, 7.5), (1.5, 1.0), (1.5, 3.0)]
 
 
+def scale_pair(text: str) -> tuple[float, float]:
+    """'1.5:7.5' -> (1.5, 7.5), the (s_I, s_T) of one setting."""
+    try:
+        image_scale, text_scale = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected S_I:S_T such as 1.5:7.5, got {text!r}") from None
+    return image_scale, text_scale
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model")
@@ -27,6 +36,7 @@ def main() -> None:
         "--scale",
         action="append",
         default=[],
+        type=scale_pair,
         metavar="S_I:S_T",
         help="an (image, instruction) guidance setting, repeatable (default: five around 1.5:7.5)",
     )
@@ -42,7 +52,7 @@ def main() -> None:
         raise SystemExit(why)
     sampler = load_sampling_model(args.model, expect="instruct")
     began = time.perf_counter()
-    scales = [tuple(float(v) for v in s.split(":")) for s in args.scale] or SCALES
+    scales = args.scale or SCALES
     swept = edit_sweep(sampler, triples, SamplerSettings(steps=args.steps, seed=0), scales)
     for row in sweep_rows(swept, 0.95, 200, 0):
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
