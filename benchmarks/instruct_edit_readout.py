@@ -21,7 +21,9 @@ def scale_pair(text: str) -> tuple[float, float]:
     try:
         image_scale, text_scale = (float(v) for v in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected S_I:S_T such as 1.5:7.5, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected S_I:S_T such as 1.5:7.5, got {text!r}"
+        ) from None
     return image_scale, text_scale
 
 
