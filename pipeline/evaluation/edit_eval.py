@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.evaluation.report import NOT_MEASURABLE, Claim
+from pipeline.evaluation.report import NOT_MEASURABLE, Claim, format_rate
 
 PLOT_FILE = "instruct_tradeoff.json"
 PAPER_SCALES = (1.5, 7.5)  # InstructPix2Pix's default s_I, s_T: claims are judged nearest them
@@ -167,17 +167,11 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _rate(row: dict[str, Any], key: str) -> str:
-    if row.get(key) is None:
-        return "n/a"
-    return f"{row[key]:.0%} [{row[key + '_low']:.0%}, {row[key + '_high']:.0%}]"
-
-
 def _figures(row: dict[str, Any]) -> str:
     """A row's success, clean edits, others kept (of how many) and preservation error."""
     return (
-        f"{_rate(row, 'edit_success')} | {_rate(row, 'clean_edit')} | "
-        f"{_rate(row, 'others_kept')} ({row['others_scored']}) | {row['preservation_error']:.3f} "
+        f"{format_rate(row, 'edit_success')} | {format_rate(row, 'clean_edit')} | "
+        f"{format_rate(row, 'others_kept')} ({row['others_scored']}) | {row['preservation_error']:.3f} "
         f"[{row['preservation_error_low']:.3f}, {row['preservation_error_high']:.3f}]"
     )
 

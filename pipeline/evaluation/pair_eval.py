@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.evaluation.report import NOT_MEASURABLE, Claim
+from pipeline.evaluation.report import NOT_MEASURABLE, Claim, format_rate
 
 PLOT_FILE = "pair_sweep.json"
 RATES = ("colour", "shape", "relation", "all")  # both colours, both shapes, the relation, all
@@ -217,9 +217,6 @@ def report_lines(results: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in part["rows"]:
-        cells = [
-            f"{row[f'{r}_rate']:.0%} [{row[f'{r}_rate_low']:.0%}, {row[f'{r}_rate_high']:.0%}]"
-            for r in RATES
-        ]
+        cells = [format_rate(row, f"{r}_rate") for r in RATES]
         lines.append(f"| {row['guidance']} | {row['scale']:g} | {' | '.join(cells)} |")
     return lines

@@ -311,7 +311,7 @@ def _header(results: dict[str, Any], context: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"Evaluation CLIP on the {retrieval['pairs']} real pairs: picks each image's own "
-            f"caption {_rate(retrieval, 'accuracy')} of the time against chance "
+            f"caption {format_rate(retrieval, 'accuracy')} of the time against chance "
             f"{retrieval['chance']:.2f}.",
         ]
     return lines
@@ -335,7 +335,10 @@ def _sweep_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _rate(row: dict[str, Any], key: str) -> str:
+def format_rate(row: dict[str, Any], key: str) -> str:
+    """``row[key]`` as a percentage with its interval where the row has one; "n/a" for None."""
+    if row.get(key) is None:
+        return "n/a"
     if f"{key}_low" in row:
         return f"{row[key]:.0%} [{row[f'{key}_low']:.0%}, {row[f'{key}_high']:.0%}]"
     return f"{row[key]:.0%}"
@@ -358,8 +361,8 @@ def _caption_following(results: dict[str, Any], context: dict[str, Any]) -> list
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['guidance']} | {r['scale']:g} | {_rate(r, 'colour_accuracy')} | "
-        f"{_rate(r, 'shape_accuracy')} | {_rate(r, 'both_accuracy')} | "
+        f"| {r['guidance']} | {r['scale']:g} | {format_rate(r, 'colour_accuracy')} | "
+        f"{format_rate(r, 'shape_accuracy')} | {format_rate(r, 'both_accuracy')} | "
         f"{r['readout_scored']:.0f} |"
         for r in readout
     ]
