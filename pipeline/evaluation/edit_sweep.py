@@ -43,9 +43,6 @@ CLAIM_STATEMENTS = {  # in axis order: s_I, s_T
 }
 
 
-READ_OUT = ("success", "others_kept", "preservation_error")  # per-triple values of read_edits
-
-
 def read_edits(edits: np.ndarray, triples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Per triple of uint8 ``edits`` [N, H, W, 3]: ``success`` (0/1), ``others_kept`` (0/1, NaN
     where the edit leaves no other object) and ``preservation_error``."""
@@ -145,7 +142,7 @@ def kind_rows(
     labels = np.asarray([t["meta"]["edit"]["kind"] for t in triples])
     rows = []
     for kind in sorted(set(labels.tolist())):
-        chosen = {key: np.asarray(values[key])[labels == kind] for key in READ_OUT}
+        chosen = {key: np.asarray(series)[labels == kind] for key, series in values.items()}
         rows.append({"kind": kind, **summary_row(chosen, confidence, replicates, seed)})
     return rows
 
